@@ -1,0 +1,3 @@
+from simdistill.cli import main
+
+main()

@@ -1,0 +1,341 @@
+"""`make_demo_data`: write a synthetic world in the nuScenes v1.0 layout (DESIGN.md section 3).
+
+out_dir/<version>/*.json (13 tables), out_dir/samples/{CAM_*,LIDAR_TOP}/..., out_dir/maps/<token>.png,
+plus a small marker file that lets a later run recognise (and replace) a world it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from nuscenes.utils.splits import create_splits_scenes
+
+from simdistill.config import CLASS_NAMES, WorldConfig, config_to_dict
+from simdistill.errors import DataError
+from simdistill.pipeline.synthetic.classes import CLASS_SPECS, attribute_name, instance_color, visibility_token
+from simdistill.pipeline.synthetic.render import Boxes, cast_lidar, render_camera
+from simdistill.pipeline.synthetic.rig import SensorRig, build_rig, ego_pose_matrix
+from simdistill.pipeline.synthetic.tables import CHANNELS, LIDAR_CHANNEL, Tables
+from simdistill.pipeline.synthetic.world import ROAD_EDGES, SceneLayout, build_scene, plan_classes
+
+MARKER = ".simdistill-world.json"
+OWNED_ENTRIES = ("v1.0-mini", "v1.0-trainval", "samples", "sweeps", "maps", MARKER)
+FIRST_TIMESTAMP = 1_532_402_927_647_951  # [us] first key frame of scene 0; scenes start 1000 s apart
+SCENE_GAP_US = 1_000_000_000
+MAP_RESOLUTION = 0.1  # [m / px], what the devkit's MapMask assumes for the stored PNG
+MAP_MARGIN = 64.0  # [m] around every ego position (the devkit renders up to 40 * sqrt(2) m around the ego)
+JPEG_QUALITY = 90
+MAX_TRAINVAL_SCENES = (700, 150)  # (train, val) scene names the devkit lists
+
+
+@dataclass
+class WorldSummary:
+    """What `make_demo_data` wrote, for the CLI to print and tests to check."""
+
+    version: str
+    dataroot: str
+    scenes: dict[str, list[str]]  # devkit split name (mini_train, mini_val / train, val) -> scene names
+    n_samples: int
+    n_annotations: int
+    class_counts: dict[str, int] = field(default_factory=dict)  # detection class -> annotations
+    mean_lidar_points: float = 0.0  # per key frame
+    seconds: float = 0.0
+
+    def to_text(self) -> str:
+        lines = [f"synthetic nuScenes {self.version} written to {self.dataroot} in {self.seconds:.1f} s"]
+        for split, names in self.scenes.items():
+            lines.append(f"  {split}: {len(names)} scenes ({', '.join(names)})")
+        lines.append(
+            f"  {self.n_samples} key frames, {self.n_annotations} annotations, "
+            f"{self.mean_lidar_points:.0f} LiDAR points per key frame"
+        )
+        lines.append("  annotations per class: " + ", ".join(f"{c} {n}" for c, n in self.class_counts.items()))
+        return "\n".join(lines)
+
+
+def validate_world(world: WorldConfig) -> None:
+    """Raise DataError (naming the fix) for a world the generator or the devkit cannot handle."""
+    if world.version not in ("v1.0-mini", "v1.0-trainval"):
+        raise DataError(f"world.version '{world.version}' is unknown; use v1.0-mini or v1.0-trainval")
+    if world.seed < 0:
+        raise DataError(f"world.seed must be >= 0, got {world.seed}")
+    if world.scenes < 2:
+        raise DataError(f"world.scenes must be >= 2 (at least one train and one val scene), got {world.scenes}")
+    if world.version == "v1.0-mini" and world.scenes > 10:
+        raise DataError(
+            f"world.scenes={world.scenes} but v1.0-mini has only 10 scene names; "
+            "set world.scenes <= 10 or world.version=v1.0-trainval"
+        )
+    n_val = _n_val(world)
+    if world.version == "v1.0-trainval" and (
+        world.scenes - n_val > MAX_TRAINVAL_SCENES[0] or n_val > MAX_TRAINVAL_SCENES[1]
+    ):
+        raise DataError(f"world.scenes={world.scenes} is more than v1.0-trainval's 850 scene names; lower world.scenes")
+    if world.samples_per_scene < 2:
+        raise DataError(
+            f"world.samples_per_scene must be >= 2 (GT velocities need a neighbouring key frame), "
+            f"got {world.samples_per_scene}"
+        )
+    if world.image_width < 16 or world.image_height < 16:
+        raise DataError(f"world.image_width/height must be >= 16, got {world.image_width}x{world.image_height}")
+    if world.objects_per_scene < 1:
+        raise DataError(f"world.objects_per_scene must be >= 1, got {world.objects_per_scene}")
+    if not (np.isfinite(world.max_range) and world.max_range >= 10.0):
+        raise DataError(f"world.max_range must be >= 10 m, got {world.max_range}")
+    if world.lidar_beams < 1 or world.lidar_azimuth_steps < 16:
+        raise DataError(
+            f"world.lidar_beams must be >= 1 and world.lidar_azimuth_steps >= 16, "
+            f"got {world.lidar_beams} and {world.lidar_azimuth_steps}"
+        )
+
+
+def _n_val(world: WorldConfig) -> int:
+    n_val = max(1, round(0.2 * world.scenes))
+    return min(n_val, 2) if world.version == "v1.0-mini" else n_val
+
+
+def scene_names(world: WorldConfig, rng: np.random.Generator) -> dict[str, list[str]]:
+    """Scene names from the devkit's own splits, so its split logic applies unchanged."""
+    splits = create_splits_scenes()
+    n_val = _n_val(world)
+    if world.version == "v1.0-mini":
+        return {"mini_train": splits["mini_train"][: world.scenes - n_val], "mini_val": splits["mini_val"][:n_val]}
+    train = sorted(rng.choice(splits["train"], size=world.scenes - n_val, replace=False).tolist())
+    val = sorted(rng.choice(splits["val"], size=n_val, replace=False).tolist())
+    return {"train": train, "val": val}
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create `out_dir`, or empty it if it holds a world written before; refuse anything else."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"out_dir '{out_dir}' is a file; pass a directory path (it is created if missing)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / MARKER).is_file():
+            raise DataError(
+                f"out_dir '{out_dir}' is not empty and holds no synthetic world (no {MARKER}); "
+                "pass an empty or new directory"
+            )
+        for name in OWNED_ENTRIES:
+            entry = out_dir / name
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.exists():
+                entry.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_map(path: Path, layouts: list[SceneLayout], *, size_px: tuple[int, int], max_range: float) -> None:
+    """The semantic-prior mask (255 = drivable road) the devkit's map table points to."""
+    width, height = size_px
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for layout in layouts:
+        ego_s = layout.ego.s0 + layout.ego.vs * layout.times
+        s = np.arange(ego_s[0] - max_range - 20.0, ego_s[-1] + max_range + 20.0, 1.0)
+        left, right = layout.road.point(s, ROAD_EDGES[1]), layout.road.point(s, ROAD_EDGES[0])
+        polygon = np.concatenate([left, right[::-1]])  # [2S, 2] global xy
+        pixels = np.stack([polygon[:, 0] / MAP_RESOLUTION, height - polygon[:, 1] / MAP_RESOLUTION], -1)
+        cv2.fillPoly(mask, [np.rint(pixels).astype(np.int32)], 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), mask)
+
+
+def _place_in_map(layouts: list[SceneLayout]) -> tuple[list[SceneLayout], tuple[int, int]]:
+    """Shift every scene so all global coordinates are positive and covered by one map image."""
+    ego_xy = np.concatenate([layout.ego_poses()[0] for layout in layouts])  # [sum S, 2]
+    lo, hi = ego_xy.min(0), ego_xy.max(0)
+    offset = MAP_MARGIN - lo
+    size = np.ceil((hi - lo + 2 * MAP_MARGIN) / MAP_RESOLUTION).astype(int)
+    return [layout.shifted(offset) for layout in layouts], (int(size[0]), int(size[1]))
+
+
+class _Progress:
+    """A rich progress bar, or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("synthetic world"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            self.task = self.bar.add_task("world", total=total)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def make_demo_data(out_dir: Path | str, world: WorldConfig, *, progress: bool = True) -> WorldSummary:
+    """Generate the synthetic nuScenes world described by `world` under `out_dir` (see module doc)."""
+    start = time.perf_counter()
+    validate_world(world)
+    root = Path(out_dir)
+    prepare_out_dir(root)
+    (root / MARKER).write_text(
+        json.dumps({"generator": "simdistill make-demo-data", "world": config_to_dict(world)}, indent=1)
+    )
+
+    streams = np.random.SeedSequence(world.seed).spawn(3)
+    rng = np.random.default_rng(streams[0])
+    splits = scene_names(world, rng)
+    names = [name for split_names in splits.values() for name in split_names]
+    classes = plan_classes(rng, world)
+    layout_rngs = [np.random.default_rng(s) for s in streams[1].spawn(world.scenes)]
+    render_rngs = [np.random.default_rng(s) for s in streams[2].spawn(world.scenes)]
+    layouts = [build_scene(layout_rngs[i], classes[i], world) for i in range(world.scenes)]
+    layouts, map_size = _place_in_map(layouts)
+
+    rig = build_rig(
+        image_width=world.image_width,
+        image_height=world.image_height,
+        lidar_beams=world.lidar_beams,
+        lidar_azimuth_steps=world.lidar_azimuth_steps,
+    )
+    tables = Tables(world.seed)
+    for channel in CHANNELS:
+        (root / "samples" / channel).mkdir(parents=True, exist_ok=True)
+    class_counts = {name: 0 for name in CLASS_NAMES}
+    lidar_points = 0
+    with _Progress(progress, world.scenes * world.samples_per_scene) as bar:
+        for i, layout in enumerate(layouts):
+            lidar_points += _write_scene(
+                root, tables, rig, layout, scene=i, name=names[i], rng=render_rngs[i], on_sample=bar.advance
+            )
+            for class_name in classes[i]:
+                class_counts[class_name] += world.samples_per_scene
+
+    map_token = tables.token("map", 0)
+    filename = f"maps/{map_token}.png"
+    write_map(root / filename, layouts, size_px=map_size, max_range=world.max_range)
+    tables.add_map(filename=filename)
+    tables.write(root / world.version)
+
+    n_samples = world.scenes * world.samples_per_scene
+    return WorldSummary(
+        version=world.version,
+        dataroot=str(root),
+        scenes=splits,
+        n_samples=n_samples,
+        n_annotations=len(tables.records["sample_annotation"]),
+        class_counts=class_counts,
+        mean_lidar_points=lidar_points / n_samples,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _write_scene(
+    root: Path,
+    tables: Tables,
+    rig: SensorRig,
+    layout: SceneLayout,
+    *,
+    scene: int,
+    name: str,
+    rng: np.random.Generator,
+    on_sample: Callable[[], None],
+) -> int:
+    """Render and record every key frame of one scene; returns the number of LiDAR points written."""
+    count = len(layout.times)
+    first_timestamp = FIRST_TIMESTAMP + scene * SCENE_GAP_US
+    calibrations = {LIDAR_CHANNEL: (rig.lidar.lidar2ego, None)}
+    calibrations.update({cam.name: (cam.camera2ego, cam.intrinsic) for cam in rig.cameras})
+    logfile = tables.add_log_and_sensors(scene, first_timestamp=first_timestamp, calibrations=calibrations)
+    speed = layout.ego.vs
+    radius = abs(1.0 / layout.road.curvature)
+    description = (
+        f"Synthetic drive at {speed:.1f} m/s on a road curving with radius {radius:.0f} m, "
+        f"{len(layout.objects)} objects"
+    )
+    tables.add_scene(scene, name=name, description=description, n_samples=count)
+
+    n_obj = len(layout.objects)
+    tokens = [tables.add_instance(scene, k, class_name=o.class_name, count=count) for k, o in enumerate(layout.objects)]
+    colors = np.array([instance_color(o.class_name, t) for o, t in zip(layout.objects, tokens, strict=True)])
+    reflectivity = np.array([CLASS_SPECS[o.class_name].reflectivity for o in layout.objects])
+    lwh = np.array([o.lwh for o in layout.objects]).reshape(n_obj, 3)
+    poses = [o.track.pose(layout.road, layout.times) for o in layout.objects]
+    obj_xy = np.array([xy for xy, _ in poses]).reshape(n_obj, count, 2)  # [N, S, 2]
+    obj_yaw = np.array([yaw for _, yaw in poses]).reshape(n_obj, count)  # [N, S]
+    ego_xy, ego_yaw = layout.ego_poses()  # [S, 2], [S]
+    attributes = [attribute_name(o.class_name, moving=o.moving, on_road=o.on_road) for o in layout.objects]
+
+    n_points = 0
+    for index in range(count):
+        timestamp = first_timestamp + int(round(layout.times[index] * 1e6))
+        tables.add_sample(scene, index, count=count, timestamp=timestamp)
+        ego2global = ego_pose_matrix(ego_xy[index], float(ego_yaw[index]))
+        centers = np.concatenate([obj_xy[:, index], lwh[:, 2:] / 2], axis=1)  # [N, 3], resting on z = 0
+        boxes = Boxes(
+            centers=centers, yaws=obj_yaw[:, index], lwh=lwh, colors=colors.reshape(n_obj, 3), reflectivity=reflectivity
+        )
+        visible = np.zeros(n_obj, dtype=np.int64)
+        projected = np.zeros(n_obj, dtype=np.int64)
+        for cam in rig.cameras:
+            rendered = render_camera(cam, ego2global=ego2global, road=layout.road, boxes=boxes, rng=rng)
+            visible += rendered.visible
+            projected += rendered.projected
+            filename = f"samples/{cam.name}/{logfile}__{cam.name}__{timestamp}.jpg"
+            _write_jpeg(root / filename, rendered.image)
+            tables.add_sample_data(
+                scene,
+                index,
+                count=count,
+                channel=cam.name,
+                timestamp=timestamp,
+                ego2global=ego2global,
+                filename=filename,
+                size=(cam.width, cam.height),
+            )
+        sweep = cast_lidar(rig.lidar, ego2global=ego2global, road=layout.road, boxes=boxes, rng=rng)
+        filename = f"samples/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{timestamp}.pcd.bin"
+        sweep.points.tofile(root / filename)
+        n_points += len(sweep.points)
+        tables.add_sample_data(
+            scene,
+            index,
+            count=count,
+            channel=LIDAR_CHANNEL,
+            timestamp=timestamp,
+            ego2global=ego2global,
+            filename=filename,
+        )
+        lidar_counts = np.bincount(sweep.hit_ids[sweep.hit_ids >= 0], minlength=n_obj)
+        for k, obj in enumerate(layout.objects):
+            fraction = visible[k] / projected[k] if projected[k] > 0 else 0.0
+            tables.add_annotation(
+                scene,
+                index,
+                k,
+                count=count,
+                translation=centers[k],
+                wlh=obj.lwh[[1, 0, 2]],
+                yaw=float(obj_yaw[k, index]),
+                attribute=attributes[k],
+                visibility=visibility_token(fraction),
+                num_lidar_pts=int(lidar_counts[k]),
+            )
+        on_sample()
+    return n_points
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> None:
+    """Write an RGB uint8 image as a JPEG (cv2 wants BGR)."""
+    ok, jpeg = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DataError(f"could not encode {path.name} as JPEG; check the opencv-python-headless install")
+    path.write_bytes(jpeg.tobytes())

@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny synthetic nuScenes world (generated once per test session) and tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+TINY_WORLD = dict(
+    seed=3,
+    version="v1.0-mini",
+    scenes=4,
+    samples_per_scene=3,
+    image_width=200,
+    image_height=112,
+    objects_per_scene=12,
+    max_range=30.0,
+    lidar_beams=32,
+    lidar_azimuth_steps=512,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-scene v1.0-mini synthetic dataroot (3 train scenes' worth of mini_train names + mini_val)."""
+    from simdistill.config import WorldConfig
+    from simdistill.pipeline.synthetic import make_demo_data
+
+    root = tmp_path_factory.mktemp("world") / "nuscenes"
+    make_demo_data(root, WorldConfig(**TINY_WORLD), progress=False)
+    return root
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A config small enough that a teacher or student step takes well under a second on one core.
+TINY_OVERRIDES = [
+    "augment.final_height=48",
+    "augment.final_width=128",
+    "augment.resize_lim=[0.66, 0.72]",
+    "model.backbone.stem_channels=8",
+    "model.backbone.stage_channels=[8, 16, 32]",
+    "model.backbone.stage_blocks=[1, 1, 1]",
+    "model.backbone.neck_channels=16",
+    "model.bev.xbound=[-32.0, 32.0, 2.0]",
+    "model.bev.ybound=[-32.0, 32.0, 2.0]",
+    "model.bev.dbound=[1.0, 41.0, 2.0]",
+    "model.channels.cam=16",
+    "model.channels.lidar=16",
+    "model.channels.fused=16",
+    "model.channels.pillar=8",
+    "model.decoder.layer_nums=[1, 1]",
+    "model.decoder.out_channels=[16, 32]",
+    "model.decoder.upsample_channels=[16, 16]",
+    "model.head.shared_channels=16",
+    "model.head.head_conv=16",
+    "model.gcm.points=2",
+    "teacher_train.epochs=1",
+    "teacher_train.batch_size=2",
+    "student_train.epochs=2",
+    "student_train.batch_size=2",
+    "student_train.checkpoint_every=2",
+    "export.workers=1",
+    "export.views_per_task=2",
+]
+
+
+def tiny_overrides(world: Path) -> list[str]:
+    return TINY_OVERRIDES + [
+        f"data.dataroot={world}",
+        "data.version=v1.0-mini",
+        "data.train_split=mini_train",
+        "data.val_split=mini_val",
+    ]
+
+
+@pytest.fixture()
+def tiny_config(tiny_world: Path):
+    """Demo config shrunk to tiny sizes and pointed at the tiny world (a fresh object per test)."""
+    from simdistill.config import load_config
+
+    return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(tiny_world))
