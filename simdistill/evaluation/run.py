@@ -1,0 +1,101 @@
+"""Run a model over a split's test-time views, decode, score with the devkit, and draw the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simdistill.config import Config
+from simdistill.models import build_model
+from simdistill.pipeline.augment import ViewBuilder
+from simdistill.pipeline.sample import collate
+from simdistill.training.checkpoint import checkpoint_config, load_checkpoint
+from simdistill.training.common import prefetch
+
+MODEL_KINDS = ("teacher", "simdistill", "baseline")
+N_BEV_PLOTS = 3
+
+
+@torch.no_grad()
+def predict_split(model: torch.nn.Module, cfg: Config, *, split: str, batch_size: int = 4) -> tuple[list[dict], list]:
+    """Decoded detections (LiDAR frame) and sample metadata for every sample of the split, in order."""
+    from simdistill.training.teacher import open_split
+
+    source = open_split(cfg, split)
+    builder = ViewBuilder(source, cfg.augment, train=False)
+    device = next(model.parameters()).device
+    is_teacher = getattr(model, "uses_lidar", False)
+    was_training = model.training
+    model.eval()
+
+    def batches():  # noqa: ANN202
+        for start in range(0, len(source), batch_size):
+            idx = range(start, min(start + batch_size, len(source)))
+            yield collate([builder.build(i, builder.test_params(i)) for i in idx])
+
+    results: list[dict] = []
+    for batch in prefetch(batches):
+        batch = batch.to(device)
+        out = model(batch if is_teacher else batch.without_points())
+        for det in model.head.decode(out.heatmap, out.boxes):
+            results.append({"boxes": det.boxes.cpu().numpy(), "scores": det.scores.cpu().numpy(),
+                            "labels": det.labels.cpu().numpy()})
+    model.train(was_training)
+    metas = [source.sample_meta(i) for i in range(len(source))]
+    return results, metas
+
+
+def evaluate_model(model: torch.nn.Module, cfg: Config, *, split: str, out_dir: Path,
+                   log_path: Path | None = None) -> Any:
+    """Devkit metrics of `model` on `split`; writes submission, metrics, a table and PNGs into out_dir."""
+    from simdistill.evaluation.devkit_eval import evaluate_submission
+    from simdistill.evaluation.plots import plot_bev_predictions, plot_loss_curves
+    from simdistill.evaluation.submission import detections_to_submission
+    from simdistill.training.teacher import open_split
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, metas = predict_split(model, cfg, split=split)
+    submission = detections_to_submission(results, metas, class_names=cfg.class_names)
+    split_name = {"train": cfg.data.train_split, "val": cfg.data.val_split}.get(split, split)
+    result = evaluate_submission(submission, dataroot=cfg.data.dataroot, version=cfg.data.version, split=split_name,
+                                 out_dir=out_dir)
+    (out_dir / "metrics_table.txt").write_text(result.to_table() + "\n")
+    source = open_split(cfg, split)
+    for i in range(min(N_BEV_PLOTS, len(results))):
+        sample = source.load(i)
+        keep = results[i]["scores"] >= 0.3
+        plot_bev_predictions(results[i]["boxes"][keep], sample.gt_boxes, out_dir / f"bev_{i}.png",
+                             title=f"{source.tokens[i][:8]}: predictions (score ≥ 0.3) vs GT",
+                             xbound=cfg.model.bev.xbound, ybound=cfg.model.bev.ybound)
+    if log_path is not None and Path(log_path).exists():
+        plot_loss_curves(Path(log_path), out_dir / "loss_curves.png")
+    return result
+
+
+def load_model_checkpoint(checkpoint: Path, overrides: list[str] | None = None) -> tuple[torch.nn.Module, Config]:
+    payload = load_checkpoint(checkpoint, expect_kind=MODEL_KINDS)
+    cfg = checkpoint_config(payload)
+    if overrides:
+        from simdistill.config import apply_overrides, config_from_dict, config_to_dict
+
+        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+    model = build_model(payload["kind"], cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
+    model.load_state_dict(payload["model"])
+    return model.to(cfg.device if torch.cuda.is_available() or cfg.device == "cpu" else "cpu"), cfg
+
+
+def evaluate_checkpoint(checkpoint: Path, *, out_dir: Path | None, split: str = "val",
+                        overrides: list[str] | None = None) -> Any:
+    """`simdistill evaluate`: metrics JSON + table + BEV plots + loss curves (from the run's log if present)."""
+    checkpoint = Path(checkpoint)
+    model, cfg = load_model_checkpoint(checkpoint, overrides)
+    out = Path(out_dir) if out_dir is not None else checkpoint.parent / f"eval_{split}"
+    log = checkpoint.parent / "train_log.jsonl"
+    result = evaluate_model(model, cfg, split=split, out_dir=out, log_path=log if log.exists() else None)
+    (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+

@@ -1,0 +1,142 @@
+"""Read-ahead of cached targets for training (DESIGN.md §8): one task per batch, `prefetch` in flight.
+
+    batches = [[4, 9, 2, 7], [1, 0, 5, 3], ...]         # view indices per step, in the sampler's order
+    with TargetPrefetcher(url, arrays=["cam_bev", "fused_bev"], batches=batches, prefetch=2) as targets:
+        for views, t in zip(batches, targets):           # t["cam_bev"]: [B, C_cam, H, W] float32
+            ...
+
+Two ways to run the tasks:
+- `scheduler=None`: each batch is one `dask.delayed` task, computed by Dask's synchronous scheduler
+  on a local pool of 2 read-ahead threads in this process that share one open reader (zarr's reads
+  release the GIL while decompressing). Chosen by measurement on a demo-size store (64 views,
+  batches of 4 views × all six float16 arrays, 2 CPU cores shared with other jobs):
+      direct synchronous reads                         48.6 ms/batch
+      thread pool, one plain call per batch            37.3 ms/batch
+      dask.delayed per batch, sync scheduler in pool   40.8-45.0 ms/batch   <- chosen
+      dask.delayed per batch, threaded scheduler       70.6-74.8 ms/batch
+      distributed.Client(processes=False), 2 threads   75.4-78.7 ms/batch (10.6 ms per empty task)
+  `dask.compute` blocks its caller, so keeping batches in flight with dask's threaded scheduler
+  needs a thread pool anyway; a delayed task per batch costs a few ms over a bare call and keeps one
+  code path (a Dask task per batch) for the local and the cluster case.
+  This class over 9 interleaved rounds: median 1.20x the direct read rate (range 1.02-2.06x); with a
+  60 ms consumer per batch it takes 83 ms/batch where read-then-consume takes 109 ms.
+- `scheduler="tcp://host:port"`: `distributed.Client(address)`; each task opens the store inside
+  the worker (one cached reader per worker process) and ships the arrays back. Workers must be
+  started with spawn/forkserver (distributed's default): zarr's event loop does not survive fork,
+  so an open store is never shared across one. Shipping arrays between processes costs: on the same
+  2-core machine one spawned worker reached 0.74x the direct rate; use it where workers sit next
+  to the data, not on the training host.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dask
+import numpy as np
+
+from simdistill.errors import StoreError
+from simdistill.feature_store.reader import FeatureStoreReader, open_store
+
+LOCAL_THREADS = 2
+
+_WORKER_READERS: dict[str, FeatureStoreReader] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def read_batch(reader: FeatureStoreReader, views: Sequence[int], arrays: Sequence[str]) -> dict[str, np.ndarray]:
+    """Synchronous batch read (the "direct Zarr reads" the prefetcher is compared with)."""
+    return reader.read_views(views, arrays)
+
+
+def _worker_reader(url: str) -> FeatureStoreReader:
+    """One reader per worker process, opened inside it (never inherited across fork)."""
+    with _WORKER_LOCK:
+        if url not in _WORKER_READERS:
+            _WORKER_READERS[url] = open_store(url)
+        return _WORKER_READERS[url]
+
+
+def _remote_read(url: str, views: list[int], arrays: list[str]) -> dict[str, np.ndarray]:
+    """The task a cluster worker runs for one batch."""
+    return read_batch(_worker_reader(url), views, arrays)
+
+
+class TargetPrefetcher:
+    """Iterates {array: [B, ...] float32} for each batch of view indices, in batch order."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        arrays: Sequence[str],
+        batches: Iterable[Sequence[int]],
+        prefetch: int = 2,
+        scheduler: str | None = None,
+    ) -> None:
+        if prefetch < 1:
+            raise StoreError(f"prefetch must be >= 1 batch, got {prefetch}; set student_train.prefetch_batches")
+        self.url = str(url)
+        self.arrays = list(arrays)
+        self.prefetch = prefetch
+        self._batches = iter(batches)
+        self._reader = open_store(self.url, arrays=self.arrays)  # fail early: missing store or arrays
+        self._pending: collections.deque[Any] = collections.deque()
+        self._client = None
+        self._pool: ThreadPoolExecutor | None = None
+        if scheduler is None:
+            self._pool = ThreadPoolExecutor(max_workers=LOCAL_THREADS, thread_name_prefix="simdistill-prefetch")
+        else:
+            from distributed import Client
+
+            try:
+                self._client = Client(scheduler, timeout="10s")
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot reach the Dask scheduler at {scheduler} ({exc}); start it or leave --scheduler unset"
+                ) from None
+
+    def _submit(self, views: Sequence[int]) -> Any:
+        vs = [int(v) for v in views]
+        if self._client is not None:
+            return self._client.submit(_remote_read, self.url, vs, self.arrays, pure=False)
+        if self._pool is None:
+            raise StoreError("this TargetPrefetcher is closed; create a new one for another pass")
+        task = dask.delayed(read_batch, pure=False)(self._reader, vs, self.arrays)
+        return self._pool.submit(task.compute, scheduler="sync")
+
+    def _fill(self) -> None:
+        while len(self._pending) < self.prefetch:
+            views = next(self._batches, None)
+            if views is None:
+                return
+            self._pending.append(self._submit(views))
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self._fill()
+        while self._pending:
+            future = self._pending.popleft()
+            self._fill()  # keep `prefetch` batches in flight while the caller uses this one
+            yield future.result()
+
+    def close(self) -> None:
+        """Cancel what is still in flight and shut the pool / client down."""
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> TargetPrefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,87 @@
+"""Camera-only students: SimDistill (two lifts, GCM, adapter) and the BEVFusion-C baseline.
+
+Neither reads `batch.points`: the deployed student sees images and calibration only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from simdistill.config import ModelConfig
+from simdistill.errors import ConfigError
+from simdistill.models.backbone import ImageBackbone, conv_bn_relu, image_features
+from simdistill.models.decoder import BEVDecoder
+from simdistill.models.fuser import ConvFuser
+from simdistill.models.gcm import GCM
+from simdistill.models.head import CenterHead
+from simdistill.models.lss import LSSTransform
+from simdistill.models.outputs import BEVOutputs
+from simdistill.pipeline.sample import Batch
+
+VARIANTS = ("simdistill", "baseline")
+
+
+class Student(nn.Module):
+    """variant "simdistill": image features -> lift 1 (+ GCM) = sim_lidar_bev and lift 2 = cam_bev;
+    lidar_bev = adapter(sim_lidar_bev) (C_cam -> C_lidar, compared with the teacher by CMD);
+    fused_bev = ConvFuser([sim_lidar_bev, cam_bev]); then the teacher's decoder + head architecture.
+    variant "baseline" (BEVFusion-C): one lift -> cam_bev -> ConvFuser([cam_bev]) -> decoder -> head.
+    """
+
+    uses_lidar = False  # forward never reads batch.points
+
+    def __init__(
+        self, cfg: ModelConfig, final_hw: tuple[int, int], *, variant: str = "simdistill", use_gcm: bool | None = None
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ConfigError(f"student variant '{variant}' is unknown; use one of {', '.join(VARIANTS)}")
+        if variant == "baseline" and use_gcm:
+            raise ConfigError("the baseline student has no simulated-LiDAR branch for a GCM; use variant 'simdistill'")
+        self.cfg = cfg
+        self.variant = variant
+        self.final_hw = tuple(final_hw)
+        ch = cfg.channels
+        self.backbone = ImageBackbone(cfg.backbone)
+
+        def lift() -> LSSTransform:
+            return LSSTransform(
+                self.backbone.out_channels, ch.cam, cfg.bev, final_hw=self.final_hw,
+                feature_stride=cfg.backbone.feature_stride,
+            )
+
+        self.camera_lift = lift()  # -> cam_bev
+        self.sim_lidar_lift: LSSTransform | None = None
+        self.gcm: GCM | None = None
+        self.adapter: nn.Module | None = None
+        if variant == "simdistill":
+            self.sim_lidar_lift = lift()  # -> sim_lidar_bev
+            if cfg.gcm.enabled if use_gcm is None else use_gcm:
+                self.gcm = GCM(ch.cam, cfg.gcm, cfg.bev.grid_size)
+            self.adapter = conv_bn_relu(ch.cam, ch.lidar)
+            self.fuser = ConvFuser([ch.cam, ch.cam], ch.fused)
+        else:
+            self.fuser = ConvFuser([ch.cam], ch.fused)
+        self.decoder = BEVDecoder(ch.fused, cfg.decoder)
+        self.head = CenterHead(self.decoder.out_channels, cfg.head, cfg.bev)
+
+    def forward(self, batch: Batch) -> BEVOutputs:
+        feats = image_features(self.backbone, batch.images, self.final_hw)  # [B*N, C_neck, fH, fW]
+        geometry = self.camera_lift.geometry(batch)  # [B, N, D, fH, fW, 3], shared by both lifts
+        cam_bev = self.camera_lift(feats, batch, geometry=geometry)  # [B, C_cam, H, W]
+        sim_lidar_bev: torch.Tensor | None = None
+        lidar_bev: torch.Tensor | None = None
+        if self.sim_lidar_lift is not None and self.adapter is not None:
+            sim_lidar_bev = self.sim_lidar_lift(feats, batch, geometry=geometry)  # [B, C_cam, H, W]
+            if self.gcm is not None:
+                sim_lidar_bev = self.gcm(sim_lidar_bev)
+            lidar_bev = self.adapter(sim_lidar_bev)  # [B, C_lidar, H, W]
+            fused_bev = self.fuser([sim_lidar_bev, cam_bev])  # [B, C_fused, H, W]
+        else:
+            fused_bev = self.fuser([cam_bev])
+        heatmap, boxes = self.head(self.decoder(fused_bev))
+        return BEVOutputs(
+            cam_bev=cam_bev, fused_bev=fused_bev, heatmap=heatmap, boxes=boxes,
+            lidar_bev=lidar_bev, sim_lidar_bev=sim_lidar_bev,
+        )

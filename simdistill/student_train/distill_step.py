@@ -1,0 +1,91 @@
+"""One student step's loss: GT + the chosen distillation terms, returned as named terms.
+
+Targets come from the store (float16, already masked) or from an online teacher (float32, raw): the losses
+read only what both agree on (CMD masks by fg_mask; MMD-P's box term reads only GT centres), so the two
+sources give the same terms up to float16 rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from simdistill.config import Config
+from simdistill.errors import ConfigError
+from simdistill.models.outputs import BEVOutputs
+from simdistill.pipeline.sample import Batch
+from simdistill.student_train.losses import cmd_loss, gt_loss, imd_loss, mmd_f_loss, mmd_p_loss
+
+LOSS_KEYS = ("loss", "gt", "imd", "cmd", "mmd_f", "mmd_p")
+
+# Which teacher arrays each distillation term reads (the store must hold them).
+ARRAYS_FOR_LOSS: dict[str, tuple[str, ...]] = {
+    "imd": ("cam_bev",),
+    "cmd": ("lidar_bev", "fg_mask"),
+    "mmd_f": ("fused_bev",),
+    "mmd_p": ("heatmap", "boxes"),
+}
+
+
+@dataclass
+class TeacherTargets:
+    """Teacher targets for a batch; absent arrays are None. Shapes as in the store, batched."""
+
+    cam_bev: torch.Tensor | None = None  # [B, C_cam, H, W]
+    lidar_bev: torch.Tensor | None = None  # [B, C_lidar, H, W]
+    fused_bev: torch.Tensor | None = None  # [B, C_fused, H, W]
+    heatmap: torch.Tensor | None = None  # [B, n_cls, H, W] logits
+    boxes: torch.Tensor | None = None  # [B, T, 10, H, W]
+    fg_mask: torch.Tensor | None = None  # [B, H, W]
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, object], device: torch.device) -> "TeacherTargets":
+        tensors = {k: torch.as_tensor(v, dtype=torch.float32).to(device) for k, v in arrays.items()
+                   if k in cls.__dataclass_fields__}
+        return cls(**tensors)
+
+
+def arrays_needed(losses: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for loss in losses:
+        for a in ARRAYS_FOR_LOSS[loss]:
+            if a not in names:
+                names.append(a)
+    return names
+
+
+def check_losses_for_variant(losses: tuple[str, ...], variant: str, gcm_enabled: bool) -> None:
+    if variant == "baseline" and "cmd" in losses:
+        raise ConfigError("CMD needs the simulated-LiDAR branch, which the baseline variant lacks; use "
+                          "--variant simdistill or drop cmd from --losses")
+
+
+def student_losses(out: BEVOutputs, batch: Batch, targets: TeacherTargets | None, head: torch.nn.Module,
+                   cfg: Config) -> dict[str, torch.Tensor]:
+    """{'loss', 'gt', 'imd', 'cmd', 'mmd_f', 'mmd_p'} (unused terms are 0) for one batch."""
+    d = cfg.distill
+    hc = cfg.model.head
+    gt_targets = head.build_targets(batch.gt_boxes, batch.gt_labels)
+    gt = gt_loss(out.heatmap, out.boxes, gt_targets.heatmap, gt_targets.indices, gt_targets.box_targets,
+                 gt_targets.mask, code_weights=hc.code_weights, bbox_weight=hc.loss_bbox_weight,
+                 task_sizes=[len(t) for t in hc.tasks])["total"]
+    zero = gt.new_zeros(())
+    terms = {"gt": gt, "imd": zero, "cmd": zero, "mmd_f": zero, "mmd_p": zero}
+    if d.losses and targets is None:
+        raise ConfigError("distillation losses were chosen but no teacher targets are available; pass --store or "
+                          "--online-teacher, or --losses none")
+    if "imd" in d.losses:
+        terms["imd"] = imd_loss(out.cam_bev, targets.cam_bev, weight=d.imd_weight)
+    if "cmd" in d.losses:
+        terms["cmd"] = cmd_loss(out.lidar_bev, targets.lidar_bev, targets.fg_mask, weight=d.cmd_weight)
+    if "mmd_f" in d.losses:
+        terms["mmd_f"] = mmd_f_loss(out.fused_bev, targets.fused_bev, weight=d.mmd_f_weight)
+    if "mmd_p" in d.losses:
+        terms["mmd_p"] = mmd_p_loss(
+            out.heatmap, targets.heatmap, out.boxes, targets.boxes, gt_targets.indices, gt_targets.mask,
+            code_weights=hc.code_weights, heatmap_weight=d.mmd_p_heatmap_weight, box_weight=d.mmd_p_box_weight,
+            qfl_threshold=d.qfl_threshold,
+        )["total"]
+    terms["loss"] = sum(terms[k] for k in ("gt", "imd", "cmd", "mmd_f", "mmd_p"))
+    return terms

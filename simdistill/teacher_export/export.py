@@ -1,0 +1,157 @@
+"""`export-teacher`: plan the views, run one Dask task per shard of views, resume what is unfinished.
+
+Tasks own disjoint view ranges (whole chunks / shards), so no two writers touch one file. The coordinator
+holds the store's export lock for the whole run; a crash leaves `done` false for unfinished views, and
+re-running the same command writes only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from simdistill.config import Config, config_to_dict
+from simdistill.errors import CheckpointError, SimDistillError
+from simdistill.pipeline.augment import AugParams, ViewBuilder
+from simdistill.teacher_export.plan import pending_tasks, plan_views
+from simdistill.teacher_export.task import run_export_task
+from simdistill.training.checkpoint import file_sha256, load_checkpoint
+from simdistill.training.progress import TrainProgress
+from simdistill.training.teacher import open_split
+
+
+@dataclass
+class ExportReport:
+    store: str
+    n_views: int
+    exported: int
+    skipped: int
+    wall_seconds: float
+    forward_seconds: float
+    write_seconds: float
+    bytes_written: int
+
+    @property
+    def views_per_second(self) -> float:
+        return self.exported / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def to_text(self) -> str:
+        mb = self.bytes_written / 1e6
+        return (
+            f"store: {self.store}\n"
+            f"views: {self.exported} exported, {self.skipped} already done, {self.n_views} total\n"
+            f"wall: {self.wall_seconds:.1f} s ({self.views_per_second:.2f} views/s); teacher forward "
+            f"(summed over tasks): {self.forward_seconds:.1f} s; writes: {self.write_seconds:.1f} s\n"
+            f"written: {mb:.1f} MB ({mb / max(self.wall_seconds, 1e-9):.2f} MB/s)"
+        )
+
+
+def check_teacher_checkpoint(cfg: Config, checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint must be a teacher whose architecture matches cfg.model (a clear error otherwise)."""
+    payload = load_checkpoint(checkpoint, expect_kind="teacher")
+    theirs = payload["config"].get("model")
+    ours = config_to_dict(cfg.model)
+    if theirs != ours:
+        diff = _first_difference(ours, theirs, "model")
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' was trained with a different model config ({diff}); export with the "
+            "config it was trained with"
+        )
+    for key in ("final_height", "final_width"):
+        if payload["config"]["augment"][key] != getattr(cfg.augment, key):
+            raise CheckpointError(f"checkpoint '{checkpoint}' expects augment.{key}="
+                                  f"{payload['config']['augment'][key]}, the config says {getattr(cfg.augment, key)}")
+    return payload
+
+
+def _first_difference(a: Any, b: Any, path: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+    return f"{path}: config {a!r} vs checkpoint {b!r}"
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
+    """An existing cluster at `scheduler`, or a LocalCluster of `workers` spawned processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise SimDistillError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start it "
+                                  "(dask scheduler) or drop --scheduler to use local workers") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    with LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
+        yield client
+
+
+def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | None = None,
+                   overwrite: bool = False, progress: bool = True) -> ExportReport:
+    from distributed import as_completed
+
+    from simdistill.feature_store import StoreAttrs, create_or_resume_store
+
+    checkpoint = Path(checkpoint)
+    check_teacher_checkpoint(cfg, checkpoint)
+    split_name = {"train": cfg.data.train_split, "val": cfg.data.val_split}.get(cfg.export.split, cfg.export.split)
+    source = open_split(cfg, cfg.export.split)
+    builder = ViewBuilder(source, cfg.augment, train=True)
+    plan = plan_views(cfg, builder)
+    attrs = StoreAttrs(
+        teacher={"name": "simdistill-bevfusion", "checkpoint": str(checkpoint.resolve()),
+                 "checkpoint_sha256": file_sha256(checkpoint), "config": config_to_dict(cfg.model)},
+        dataset={"dataroot": str(Path(cfg.data.dataroot).resolve()), "version": cfg.data.version,
+                 "split": split_name, "sample_tokens": list(source.tokens)},
+        augmentation=config_to_dict(cfg.augment),
+        views_per_sample=plan.views_per_sample,
+        aug_layout=AugParams.names(n_cams=builder.n_cams, n_sweeps=cfg.data.sweeps),
+    )
+    writer = create_or_resume_store(out, cfg=cfg, n_views=plan.n_views, aug_dim=plan.params.shape[1], attrs=attrs,
+                                    overwrite=overwrite)
+    t0 = time.perf_counter()
+    stats: list[dict[str, float]] = []
+    with writer.lock():
+        done = writer.done_views()
+        tasks = pending_tasks(writer.task_ranges(cfg.export.views_per_task), done)
+        todo = sum(len(t) for t in tasks)
+        skipped = plan.n_views - todo
+        if tasks:
+            cfg_dict = config_to_dict(cfg)
+            with dask_client(scheduler, cfg.export.workers) as client, TrainProgress(
+                "export", total=plan.n_views, start=skipped, enabled=progress, unit="view"
+            ) as bar:
+                futures = [
+                    client.submit(
+                        run_export_task, store_url=str(out), cfg_dict=cfg_dict, split_name=split_name,
+                        checkpoint=str(checkpoint.resolve()), views=views, params=plan.params[views],
+                        sample_index=plan.sample_index[views], view_index=plan.view_index[views],
+                        pure=False, key=f"export-{views[0]}-{views[-1]}",
+                    )
+                    for views in tasks
+                ]
+                finished = skipped
+                written = 0
+                for fut in as_completed(futures):
+                    result = fut.result()
+                    stats.append(result)
+                    finished += int(result["views"])
+                    written += int(result["bytes_written"])
+                    elapsed = time.perf_counter() - t0
+                    bar.update(finished, {"views/s": (finished - skipped) / elapsed, "MB": written / 1e6})
+    wall = time.perf_counter() - t0
+    return ExportReport(
+        store=str(out), n_views=plan.n_views, exported=sum(int(s["views"]) for s in stats), skipped=skipped,
+        wall_seconds=wall, forward_seconds=sum(s["forward_seconds"] for s in stats),
+        write_seconds=sum(s["write_seconds"] for s in stats), bytes_written=sum(int(s["bytes_written"]) for s in stats),
+    )

@@ -1,0 +1,1 @@
+"""Shared training machinery (checkpoints, seeding, schedules, logs) and the teacher trainer."""

@@ -1,0 +1,89 @@
+"""The CLI explains itself and turns bad input into one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from simdistill.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+COMMANDS = ["make-demo-data", "train-teacher", "export-teacher", "train-student", "evaluate", "demo"]
+
+
+def test_top_level_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in COMMANDS + ["store"]:
+        assert cmd in result.output
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_each_command_help(cmd):
+    result = runner.invoke(app, [cmd, "--help"])
+    assert result.exit_code == 0
+    assert "--" in result.output and len(result.output.splitlines()) > 5
+
+
+@pytest.mark.parametrize("sub", ["info", "verify", "show"])
+def test_store_subcommand_help(sub):
+    result = runner.invoke(app, ["store", sub, "--help"])
+    assert result.exit_code == 0
+
+
+def _assert_user_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    text = result.output.lower()
+    for w in words:
+        assert w.lower() in text, (w, result.output)
+
+
+def test_unknown_config_key(tmp_path):
+    result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--config",
+                                 str(ROOT / "configs/demo.yaml"), "--set", "model.channels.bogus=1"])
+    _assert_user_error(result, "unknown config key", "model.channels.bogus")
+
+
+def test_missing_dataroot(tmp_path):
+    result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--config",
+                                 str(ROOT / "configs/demo.yaml"), "--set", f"data.dataroot={tmp_path / 'nowhere'}"])
+    _assert_user_error(result, "nowhere")
+
+
+def test_unknown_version_in_config(tmp_path):
+    result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--set", "data.version=v9"])
+    _assert_user_error(result, "data.version")
+
+
+def test_unknown_split(tiny_world, tmp_path):
+    result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--set", f"data.dataroot={tiny_world}",
+                                 "--set", "data.train_split=bogus_split"])
+    _assert_user_error(result, "bogus_split")
+
+
+def test_missing_checkpoint(tiny_world, tmp_path):
+    result = runner.invoke(app, ["export-teacher", "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                                 str(tmp_path / "s.zarr"), "--set", f"data.dataroot={tiny_world}"])
+    _assert_user_error(result, "does not exist")
+
+
+def test_store_info_on_missing_store(tmp_path):
+    result = runner.invoke(app, ["store", "info", str(tmp_path / "nothing.zarr")])
+    _assert_user_error(result, "nothing.zarr")
+
+
+def test_evaluate_missing_checkpoint(tmp_path):
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "x.pt")])
+    _assert_user_error(result, "does not exist")
+
+
+def test_make_demo_data_into_a_file(tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    result = runner.invoke(app, ["make-demo-data", str(target), "--scenes", "2", "--samples-per-scene", "2"])
+    _assert_user_error(result, "a_file")
