@@ -83,3 +83,28 @@ def tiny_config(tiny_world: Path):
     from simdistill.config import load_config
 
     return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(tiny_world))
+
+
+def make_tiny_config(world: Path, extra: list[str] | None = None):
+    from simdistill.config import load_config
+
+    return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(world) + list(extra or []))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher checkpoint trained for a few steps on the tiny world (no evaluation)."""
+    from simdistill.training.teacher import train_teacher
+
+    out = tmp_path_factory.mktemp("teacher")
+    return train_teacher(make_tiny_config(tiny_world), out_dir=out, evaluate=False, progress=False).checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_world: Path, tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny teacher exported over the tiny train split (one test-time view per sample)."""
+    from simdistill.teacher_export.export import export_teacher
+
+    out = str(tmp_path_factory.mktemp("store") / "teacher.zarr")
+    export_teacher(make_tiny_config(tiny_world), checkpoint=tiny_teacher, out=out, progress=False)
+    return out

@@ -51,6 +51,7 @@ class StoreTargets:
         self.arrays = arrays
         self.scheduler = scheduler
         self.prefetch = cfg.student_train.prefetch_batches
+        self.loader = cfg.student_train.loader
         reader = open_store(url, expect=cfg)
         reader.require(arrays)
         done = reader.done_views()
@@ -69,8 +70,13 @@ class StoreTargets:
                              int(reader.attrs["views_per_sample"]))
 
     def iterate(self, batches: list[list[int]], device: torch.device) -> Iterator[TeacherTargets]:
-        from simdistill.feature_store import TargetPrefetcher
+        from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
 
+        if self.loader == "direct":  # synchronous reads in the training loop (the comparison baseline)
+            reader = open_store(self.url, arrays=self.arrays)
+            for views in batches:
+                yield TeacherTargets.from_arrays(read_batch(reader, views, self.arrays), device)
+            return
         with TargetPrefetcher(self.url, arrays=self.arrays, batches=batches, prefetch=self.prefetch,
                               scheduler=self.scheduler) as prefetcher:
             for arrays in prefetcher:

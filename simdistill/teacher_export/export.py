@@ -8,6 +8,7 @@ re-running the same command writes only those.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,9 +92,14 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
         finally:
             client.close()
         return
-    with LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
-        yield client
+    saved_env = dict(os.environ)  # distributed sets OMP_NUM_THREADS & co. in this process for its workers
+    try:
+        with LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
+            yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | None = None,

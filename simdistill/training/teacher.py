@@ -74,8 +74,11 @@ def teacher_step_loss(model: torch.nn.Module, batch: Batch, cfg: Config) -> dict
 
 
 def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, evaluate: bool = True,
-                  progress: bool = True) -> TrainResult:
-    """Train (or resume) the teacher; writes out_dir/{last.pt, teacher.pt, train_log.jsonl, eval/}."""
+                  progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Train (or resume) the teacher; writes out_dir/{last.pt, teacher.pt, train_log.jsonl, eval/}.
+
+    `stop_after` ends the run after that many steps, as a crash would (for resume tests).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.teacher_train
@@ -115,8 +118,9 @@ def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, evaluate: 
     t0 = time.time()
     loss_value = float("nan")
     model.train()
+    stop = total_steps if stop_after is None else min(total_steps, stop_after)
     with TrainProgress("teacher", total=total_steps, start=step, enabled=progress) as bar:
-        while step < total_steps:
+        while step < stop:
             epoch, skip = divmod(step, steps_per_epoch)
             batches = prefetch(lambda e=epoch, s=skip: iterate_epoch_batches(
                 builder, seed=cfg.seed, epoch=e, batch_size=tc.batch_size, skip_batches=s))
@@ -130,15 +134,19 @@ def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, evaluate: 
                 step += 1
                 loss_value = float(terms["total"].detach())
                 record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                          "loss": loss_value, **{f"gt_{k}": float(v) for k, v in terms.items() if k != "total"}}
+                          "loss": loss_value, **{f"gt_{k}": float(v.detach()) for k, v in terms.items() if k != "total"}}
                 log.write(record)
                 bar.update(step, {"loss": loss_value})
                 if step % tc.checkpoint_every == 0:
                     save(last)
+                if step >= stop:
+                    break
     save(last)
-    save(final)
     seconds = time.time() - t0
     metrics: dict[str, Any] = {}
+    if step < total_steps:
+        return TrainResult(checkpoint=last, steps=step, seconds=seconds, final_loss=loss_value)
+    save(final)
     if evaluate:
         from simdistill.evaluation.run import evaluate_model
 

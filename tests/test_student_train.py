@@ -1,0 +1,196 @@
+"""train-student: cached targets equal the online teacher's, refusals, exact resume after a kill, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import ROOT, make_tiny_config, tiny_overrides
+from simdistill.cli import app
+from simdistill.errors import ConfigError, StoreError
+from simdistill.models import build_model
+from simdistill.pipeline.augment import ViewBuilder
+from simdistill.student_train.distill_step import arrays_needed, student_losses
+from simdistill.student_train.sources import OnlineTeacher, StoreTargets
+from simdistill.student_train.trainer import build_inputs, train_student
+from simdistill.training.teacher import open_split
+
+ALL_LOSSES = ("imd", "cmd", "mmd_f", "mmd_p")
+# float16 keeps 11 significant bits: round-to-nearest changes a normal value by at most 2^-11 of itself,
+# a subnormal (|x| < 6.1e-5) by at most 2^-25 absolutely.
+FP16_RTOL = 2.0**-11
+FP16_ATOL = 2.0**-25
+runner = CliRunner()
+
+
+def _cli(world: Path, extra: list[str]) -> list[str]:
+    args = ["--config", str(ROOT / "configs/demo.yaml")]
+    for o in tiny_overrides(world) + extra:
+        args += ["--set", o]
+    return args
+
+
+def test_cached_targets_equal_online_teacher_and_give_the_same_step(tiny_world, tiny_teacher, tiny_store):
+    cfg = make_tiny_config(tiny_world)
+    cpu = torch.device("cpu")
+    cached = StoreTargets(tiny_store, cfg, arrays_needed(ALL_LOSSES))
+    online = OnlineTeacher(tiny_teacher, cfg, cpu)
+    builder = ViewBuilder(open_split(cfg, "train"), cfg.augment, train=True)
+    torch.manual_seed(0)
+    student = build_model("simdistill", cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
+    batches = [[0, 1], [4, 2]]
+    for views, stored in zip(batches, cached.iterate(batches, cpu)):
+        batch = build_inputs(builder, cached.plan, views, cfg.data.sweeps)
+        live = online.targets(batch)
+        fg = live.fg_mask
+        expected = {
+            "cam_bev": live.cam_bev,
+            "fused_bev": live.fused_bev,
+            "heatmap": live.heatmap,
+            "fg_mask": fg,
+            "lidar_bev": live.lidar_bev * (fg > 0).unsqueeze(1),  # what CMD reads; the store keeps only this
+        }
+        for name, want in expected.items():
+            got = getattr(stored, name)
+            torch.testing.assert_close(got, want, rtol=FP16_RTOL, atol=FP16_ATOL, msg=name)
+        # Boxes: the store keeps the regressions at GT centres (all MMD-P reads); compare those cells.
+        targets = online.model.head.build_targets(batch.gt_boxes, batch.gt_labels)
+        b, t, k = torch.nonzero(targets.mask, as_tuple=True)
+        cells = targets.indices[b, t, k]
+        w = stored.boxes.shape[-1]
+        got = stored.boxes[b, t, :, cells // w, cells % w]
+        want = live.boxes[b, t, :, cells // w, cells % w]
+        assert len(cells) > 0
+        torch.testing.assert_close(got, want, rtol=FP16_RTOL, atol=FP16_ATOL)
+
+        # One training step's loss terms: the student output is fixed, so the terms differ only through the
+        # targets' float16 rounding (relative 2^-11 per value); squared errors of a random-init student stay
+        # well inside 0.1 % of the cached-vs-online difference.
+        out = student(batch.without_points())
+        terms_cached = student_losses(out, batch, stored, student.head, cfg)
+        terms_online = student_losses(out, batch, live, student.head, cfg)
+        for key in ("loss", "gt", *ALL_LOSSES):
+            assert float(terms_cached[key].detach()) > 0
+            assert float(terms_cached[key].detach()) == pytest.approx(float(terms_online[key].detach()), rel=1e-3), key
+
+
+def test_losses_needing_an_absent_array_fail_before_training(tiny_world, tiny_store, tmp_path):
+    store = tmp_path / "partial.zarr"
+    shutil.copytree(tiny_store, store)
+    shutil.rmtree(store / "cam_bev")
+    cfg = make_tiny_config(tiny_world, ["distill.losses=[imd]"])
+    with pytest.raises(StoreError, match="cam_bev"):
+        train_student(cfg, out_dir=tmp_path / "run", store=str(store), evaluate=False, progress=False)
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()
+
+
+def test_store_for_another_grid_is_refused_naming_both(tiny_world, tiny_store, tmp_path):
+    result = runner.invoke(app, ["train-student", "--out", str(tmp_path / "r"), "--store", tiny_store,
+                                 *_cli(tiny_world, ["model.bev.xbound=[-30.0, 30.0, 2.0]"])])
+    assert result.exit_code == 2, result.output
+    assert "-30" in result.output and "-32" in result.output, result.output
+
+
+def test_cmd_on_baseline_is_refused(tiny_world, tiny_store, tmp_path):
+    cfg = make_tiny_config(tiny_world, ["student_train.variant=baseline", "distill.losses=[cmd]"])
+    with pytest.raises(ConfigError, match="baseline"):
+        train_student(cfg, out_dir=tmp_path / "r", store=tiny_store, evaluate=False, progress=False)
+
+
+def test_distillation_without_targets_is_refused(tiny_world, tmp_path):
+    result = runner.invoke(app, ["train-student", "--out", str(tmp_path / "r"), "--losses", "imd",
+                                 *_cli(tiny_world, [])])
+    assert result.exit_code == 2 and "--store" in result.output, result.output
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_resume_after_sigkill_reaches_the_same_weights(tiny_world, tiny_store, tmp_path):
+    """Kill a run mid-way, resume it: same final weights as an uninterrupted run (same seed, CPU).
+
+    All runs are subprocesses with the same thread count: CPU float reductions depend on it.
+    """
+    extra = ["student_train.epochs=4", "student_train.checkpoint_every=2"]
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "simdistill", "train-student", "--out", str(out), "--store", tiny_store,
+                "--no-evaluate", *_cli(tiny_world, extra)]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    log = killed / "train_log.jsonl"
+    deadline = time.time() + 180
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if log.exists() and len(log.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "training finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumed_from = torch.load(killed / "last.pt", map_location="cpu", weights_only=True)["step"]
+    assert 0 < resumed_from < 16
+    for out in (killed, tmp_path / "full"):
+        done = subprocess.run(command(out), capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    a, b = _weights(killed / "student.pt"), _weights(tmp_path / "full" / "student.pt")
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 17))
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks(tiny_world, tiny_store, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "simdistill", "train-student", "--out", str(out), "--store", tiny_store, "--no-evaluate",
+           *_cli(tiny_world, ["student_train.epochs=1", "student_train.batch_size=2"])]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    # 9 samples over 2 ranks -> 4 views per rank -> 2 steps of batch 2 each (disjoint views per rank).
+    assert [r["step"] for r in log] == [1, 2]
+    assert (out / "student.pt").exists()
+    ckpt = torch.load(out / "student.pt", map_location="cpu", weights_only=True)
+    assert ckpt["run"]["world_size"] == 2
+
+
+def test_rank_views_are_disjoint(tiny_world, tiny_store):
+    from simdistill.student_train.trainer import epoch_batches
+
+    cfg = make_tiny_config(tiny_world)
+    plan = StoreTargets(tiny_store, cfg, ["cam_bev"]).plan
+    r0 = {v for b in epoch_batches(plan, seed=0, epoch=3, batch_size=2, rank=0, world=2) for v in b}
+    r1 = {v for b in epoch_batches(plan, seed=0, epoch=3, batch_size=2, rank=1, world=2) for v in b}
+    assert r0 and r1 and not (r0 & r1)
+
+
+def test_evaluate_command_writes_metrics_and_plots(tiny_world, tiny_store, tmp_path):
+    cfg = make_tiny_config(tiny_world, ["student_train.epochs=1"])
+    result = train_student(cfg, out_dir=tmp_path / "run", store=tiny_store, evaluate=False, progress=False)
+    out = tmp_path / "eval"
+    cli = runner.invoke(app, ["evaluate", "--checkpoint", str(result.checkpoint), "--out", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert "NDS" in cli.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"mAP", "NDS", "mATE", "mAOE"}
+    assert (out / "bev_0.png").exists() and (out / "loss_curves.png").exists()
+    assert np.isfinite(metrics["NDS"])
