@@ -23,6 +23,7 @@ import argparse
 import copy
 import functools
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -103,12 +104,17 @@ def sizes(url: Path) -> dict[str, Any]:
 
 
 def size_table(title: str, runs: dict[str, dict[str, Any]]) -> str:
-    names = list(next(iter(runs.values()))["arrays"])
+    """Bytes per view and stored bits per value per float16 array; the small int/float32 arrays as one row."""
+    from simdistill.feature_store.schema import FEATURE_ARRAYS
+
     headers = ["array"] + [f"{m} {c}" for m in runs for c in ("B/view", "bits/val")]
-    rows = [[n] + [x for r in runs.values() for x in (r["arrays"][n]["bytes_per_view"],
-                                                        r["arrays"][n]["bits_per_value"])] for n in names]
-    rows.append(["all (features: bits/val)"] + [x for r in runs.values()
-                                                for x in (r["bytes_per_view"], r["feature_bits_per_value"])])
+    rows = [[n] + [x for r in runs.values() for x in (round(r["arrays"][n]["bytes_per_view"]),
+                                                        r["arrays"][n]["bits_per_value"])] for n in FEATURE_ARRAYS]
+    meta = [n for n in next(iter(runs.values()))["arrays"] if n not in FEATURE_ARRAYS]
+    rows.append(["+".join(meta)] + [x for r in runs.values()
+                                    for x in (round(sum(r["arrays"][n]["bytes_per_view"] for n in meta)), math.nan)])
+    rows.append(["all arrays (bits: float16 features)"] + [x for r in runs.values() for x in (
+        round(r["bytes_per_view"]), r["feature_bits_per_value"])])
     return C.table(title, headers, rows)
 
 
