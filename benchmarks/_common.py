@@ -43,6 +43,9 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
                         help=f"trained demo teacher checkpoint (default {DEFAULT_TEACHER})")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                         help=f"where stores and runs are written (default {DEFAULT_WORKDIR})")
+    parser.add_argument("--views-per-sample", type=int, default=1,
+                        help="export.views_per_sample of the demo store (default 1, the test-time view; "
+                             "configs/demo.yaml says 4, which makes the export 4x longer)")
 
 
 def require_inputs(dataroot: Path, teacher: Path | None) -> None:
@@ -60,11 +63,12 @@ def fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def demo_config(dataroot: Path, overrides: Sequence[str] = ()) -> Any:
-    """configs/demo.yaml on `dataroot` (the config the demo teacher was trained with) plus overrides."""
+def demo_config(args: argparse.Namespace, overrides: Sequence[str] = ()) -> Any:
+    """configs/demo.yaml (what the demo teacher was trained with) on --dataroot, with --views-per-sample."""
     from simdistill.config import load_config
 
-    return load_config(DEMO_CONFIG, [f"data.dataroot={dataroot}", *overrides])
+    return load_config(DEMO_CONFIG, [f"data.dataroot={args.dataroot}",
+                                     f"export.views_per_sample={args.views_per_sample}", *overrides])
 
 
 # -------------------------------------------------------------------------------------------------

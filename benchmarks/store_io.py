@@ -268,7 +268,7 @@ def main() -> None:
     args = p.parse_args()
     C.require_inputs(args.dataroot, args.teacher)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    cfg = C.demo_config(args.dataroot, [f"export.workers={args.workers}"])
+    cfg = C.demo_config(args, [f"export.workers={args.workers}"])
     figures: dict[str, Any] = {"machine": C.machine()}
 
     runs, exports = demo_exports(cfg, teacher=args.teacher, workdir=args.workdir, repeats=args.repeats)

@@ -156,7 +156,11 @@ def train_student_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, logs and metrics.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    store: Annotated[Optional[str], typer.Option(help="Teacher feature store (from export-teacher).")] = None,
+    store: Annotated[
+        Optional[str],
+        typer.Option(help="Teacher feature store (from export-teacher): its views, and its targets unless "
+                     "--online-teacher is given."),
+    ] = None,
     losses: Annotated[
         Optional[str], typer.Option(help="Comma list of imd,cmd,mmd_f,mmd_p, or 'none' for GT only.")
     ] = None,
@@ -247,11 +251,19 @@ def store_show_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     view: Annotated[int, typer.Option("--view", "-v", help="View index.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("view.png"),
+    boxes: Annotated[bool, typer.Option(help="Draw the view's GT boxes (needs the dataset the store came from).")] = True,
 ) -> None:
-    """Picture of one cached view: cam/LiDAR/fused BEV (channel norm), heatmap and foreground mask."""
+    """Picture of one cached view: cam/LiDAR/fused BEV (channel norm), heatmap, foreground mask, GT boxes."""
     from simdistill.feature_store import render_view_png
+    from simdistill.teacher_export.inspect import stored_view_gt_boxes
 
-    render_view_png(store, view, out)
+    gt = None
+    if boxes:
+        try:
+            gt = stored_view_gt_boxes(store, view)
+        except SimDistillError as exc:
+            typer.secho(f"warning: GT boxes not drawn ({exc})", err=True, fg=typer.colors.YELLOW)
+    render_view_png(store, view, out, gt_boxes=gt)
     typer.echo(f"wrote {out}")
 
 

@@ -93,8 +93,8 @@ def run_demo(cfg: Config, *, workdir: Path) -> str:
         metrics = _finished(run_dir, "student.pt", scfg)
         if metrics is None:
             _log(f"{variant}: training the student")
-            metrics = _timed(variant, lambda s=scfg, d=run_dir, st=(store if losses else None): train_student(
-                s, out_dir=d, store=st).metrics, timings)
+            metrics = _timed(variant, lambda s=scfg, d=run_dir: train_student(s, out_dir=d, store=store).metrics,
+                             timings)
         else:
             _log(f"{variant}: finished run found, skipped")
         rows[label] = metrics

@@ -98,8 +98,6 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
     sc = cfg.student_train
     losses = tuple(cfg.distill.losses)
     check_losses_for_variant(losses, sc.variant, cfg.model.gcm.enabled)
-    if store and online_teacher:
-        raise ConfigError("pass either --store or --online-teacher, not both")
     if losses and not store and not online_teacher:
         raise ConfigError(f"losses {','.join(losses)} need teacher targets: pass --store STORE (from export-teacher), "
                           "--online-teacher CHECKPOINT, or --losses none for the GT-only student")
@@ -113,8 +111,10 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
     builder = ViewBuilder(source, cfg.augment, train=True)
     cached: StoreTargets | None = None
     online: OnlineTeacher | None = None
-    if store and losses:
-        cached = StoreTargets(store, cfg, arrays_needed(losses), scheduler=scheduler, expected_tokens=source.tokens)
+    if store:  # the store's views, even for GT-only runs: every row of an ablation sees the same inputs
+        # With --online-teacher too, the store only supplies the views and the teacher supplies the targets.
+        needed = [] if online_teacher else arrays_needed(losses)
+        cached = StoreTargets(store, cfg, needed, scheduler=scheduler, expected_tokens=source.tokens)
         plan = cached.plan
     else:
         plan = plan_from_config(cfg, builder)
@@ -170,7 +170,10 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
                                     world=world)[skip:]
             inputs = prefetch(lambda bs=batches: (build_inputs(builder, plan, b, cfg.data.sweeps) for b in bs))
             targets: Iterator[TeacherTargets | None]
-            targets = cached.iterate(batches, device) if cached is not None else iter([None] * len(batches))
+            if cached is not None and losses and online is None:
+                targets = cached.iterate(batches, device)
+            else:
+                targets = iter([None] * len(batches))
             for batch, tgt in zip(inputs, targets):
                 batch = batch.to(device)
                 if online is not None:

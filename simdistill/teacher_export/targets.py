@@ -42,7 +42,8 @@ def teacher_view_arrays(teacher: torch.nn.Module, out: BEVOutputs, batch: Batch)
     def np32(t: torch.Tensor) -> np.ndarray:
         return t.detach().float().cpu().numpy()
 
-    assert out.lidar_bev is not None, "the teacher always returns lidar_bev"
+    if out.lidar_bev is None:
+        raise ValueError("teacher_view_arrays needs a teacher result with lidar_bev (got a camera-only model's)")
     return [
         TeacherArrays(
             cam_bev=np32(out.cam_bev[b]),

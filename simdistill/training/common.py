@@ -108,6 +108,3 @@ def prefetch(iterator_fn: Callable[[], Iterator[T]], depth: int = 2) -> Iterator
     finally:
         stop.set()
 
-
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(), "python": random.getstate()[1]}
