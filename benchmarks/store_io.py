@@ -2,17 +2,22 @@
 distillation losses on stored vs fp32 targets. Measures and prints; never run in CI.
 
     python benchmarks/store_io.py                                    # demo world + trained demo teacher
-    python benchmarks/store_io.py --dataroot D --teacher T --workdir W --workers 2 --paper-views 4
+    python benchmarks/store_io.py --dataroot D --teacher T --workdir W --workers 2 --repeats 3 --paper-views 4
 
-1. Demo size: the teacher forward alone (build inputs + forward + target encoding, no writes) as Dask
-   tasks over the same view ranges, workers and threads as an export; then `export_teacher` of the demo
-   train split, lossless and lossy (`store.lossy=true`). Prints bytes per view and bits per stored value
-   per array (`store_info`), the export / forward-alone ratios and the write throughput.
-2. Losses on stored targets: for a few views, every distillation term with fp32 targets from the teacher
-   run directly vs targets read back from the lossless and lossy stores, for a fixed student output.
-3. Paper size: a RANDOM-INIT teacher at configs/nuscenes_swint.yaml sizes exported on a few views of a
-   small synthetic world rendered at nuScenes' 1600x900 (so the paper's resize/crop to 256x704 applies
-   unchanged); bytes per view and the size of a full nuScenes train export (28,130 samples).
+1. Demo size, in --repeats interleaved rounds (medians reported): the teacher forward alone (build inputs +
+   forward + target encoding, no writes) as Dask tasks over the same view ranges, workers and threads as an
+   export, then `export_teacher` of the demo train split lossless and lossy (`store.lossy=true`). Prints
+   bytes per view and stored bits per value per array (`store_info`), write throughput and three ratios:
+   END-TO-END (export wall / forward-alone wall, both incl. Dask cluster start-up), task-sum (export task
+   walls / forward-alone task walls) and PER-TASK (each export task's wall / its own build + forward, from
+   its TaskStats: does the writer thread overlap the compute?). With as many workers as cores, the writer
+   threads' compression competes with the forwards for CPU, which the per-task ratio cannot see.
+2. Losses on stored targets: for --loss-views views, every distillation term with fp32 targets from the
+   teacher run directly (as the online mode makes them) vs targets read back from the lossless and lossy
+   stores, for fixed student outputs (a random-init student, and the teacher's outputs plus noise).
+3. Paper size: a RANDOM-INIT teacher at configs/nuscenes_swint.yaml sizes exported on --paper-views views
+   of a small synthetic world rendered at nuScenes' 1600x900 (so the paper's resize/crop to 256x704 applies
+   unchanged; 1 LiDAR sweep); bytes per view and the size of a full nuScenes train export (28,130 samples).
 
 Progress goes to stderr; stdout gets the tables and, as its last line, one JSON object of the figures.
 """
@@ -29,7 +34,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import _common as C
@@ -100,7 +104,8 @@ def sizes(url: Path) -> dict[str, Any]:
     return {"mode": info.mode, "views": info.n_done, "arrays": arrays,
             "bytes_per_view": sum(a["bytes_per_view"] for a in arrays.values()),
             "feature_bits_per_value": info.feature_bits_per_value,
-            "feature_values_per_view": sum(a.values for a in info.arrays if a.name in FEATURE_ARRAYS) / max(info.n_done, 1)}
+            "feature_values_per_view": sum(a.values for a in info.arrays if a.name in FEATURE_ARRAYS)
+            / max(info.n_done, 1)}
 
 
 def size_table(title: str, runs: dict[str, dict[str, Any]]) -> str:
@@ -131,6 +136,8 @@ def export_figures(report: Any, tasks: list[dict[str, Any]], fwd: dict[str, Any]
         "per_task_overlap_ratio": task_ratio(tasks, "wall_seconds", cost, skip_first=False),
         "per_task_overlap_ratio_warm": task_ratio(tasks, "wall_seconds", cost, skip_first=True),
         "forward_alone_task_ratio_warm": task_ratio(fwd["tasks"], "wall_seconds", cost, skip_first=True),
+        "compute_inflation": C.ratio(sum(t[k] for t in tasks for k in cost),  # writer threads taking CPU from it
+                                     sum(t[k] for t in fwd["tasks"] for k in cost)),
         "bytes_written": report.bytes_written,
         "MB_per_s_wall": report.bytes_written / 1e6 / report.wall_seconds,
         "MB_per_s_writer": report.bytes_written / 1e6 / max(report.write_seconds, 1e-9),
@@ -145,17 +152,24 @@ def demo_exports(cfg: Any, *, teacher: Path, workdir: Path, repeats: int) -> tup
     for r in range(repeats):
         C.log(f"demo round {r + 1}/{repeats}: teacher forward alone, {cfg.export.workers} Dask workers")
         fwd = forward_alone(cfg, teacher=teacher)
-        for mode in rounds:
+        for mode, per_round in rounds.items():
             mcfg = copy.deepcopy(cfg)
             mcfg.store.lossy = mode == "lossy"
             C.log(f"demo round {r + 1}/{repeats}: export-teacher, {mode}")
             url = workdir / f"demo_{mode}.zarr"
-            report, tasks = export_store(mcfg, teacher=teacher, out=url, stats_path=workdir / f"demo_{mode}_tasks.jsonl")
-            rounds[mode].append(export_figures(report, tasks, fwd))
+            report, tasks = export_store(mcfg, teacher=teacher, out=url,
+                                         stats_path=workdir / f"demo_{mode}_tasks.jsonl")
+            per_round.append(export_figures(report, tasks, fwd))
             runs[mode] = sizes(url)
     exports = {m: {"median": {k: C.summarize([x[k] for x in rs])["median"] for k in rs[0]}, "rounds": rs}
                for m, rs in rounds.items()}
     return runs, exports
+
+
+# -------------------------------------------------------------------------------------------------
+def _near(t: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """t + scale * std(t) * N(0, 1): a fixed student output whose MSE to t is scale² var(t)."""
+    return t + scale * t.std() * torch.randn(t.shape, generator=gen)
 
 
 def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int,
@@ -189,12 +203,9 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
             fp32 = online.targets(batch)
             outputs = {"random-init student": student(batch.without_points())}
             for s in noise:  # a student that already sits close to the teacher: the hardest case for rounding
-                def near(t: torch.Tensor) -> torch.Tensor:
-                    return t + s * t.std() * torch.randn(t.shape, generator=gen)
-
                 outputs[f"teacher + {s:g} std noise"] = BEVOutputs(
-                    cam_bev=near(fp32.cam_bev), fused_bev=near(fp32.fused_bev), heatmap=near(fp32.heatmap),
-                    boxes=near(fp32.boxes), lidar_bev=near(fp32.lidar_bev))
+                    **{k: _near(getattr(fp32, k), s, gen) for k in ("cam_bev", "lidar_bev", "fused_bev", "heatmap",
+                                                                     "boxes")})
             stored = {name: TeacherTargets.from_arrays(r.read_views(views, arrays), device)
                       for name, r in readers.items()}
             for kind, out in outputs.items():
@@ -247,7 +258,8 @@ def paper_size(workdir: Path, *, samples: int) -> dict[str, Any]:
         C.log(f"paper: exporting {samples} views at paper size, {mode}")
         report, _ = export_store(mcfg, teacher=ckpt, out=url, stats_path=workdir / f"paper_{mode}_tasks.jsonl")
         s = sizes(url)
-        s["export_views_per_second"] = report.views_per_second
+        s["export_views_per_second"] = report.views_per_second  # incl. cluster start-up and teacher loading
+        s["export_MB_per_s"] = report.bytes_written / 1e6 / report.wall_seconds
         s["full_train_GB"] = s["bytes_per_view"] * NUSCENES_TRAIN_SAMPLES / 1e9
         out[mode] = s
     ckpt.unlink(missing_ok=True)  # 180 MB of random weights
@@ -285,6 +297,7 @@ def main() -> None:
         ("PER-TASK ratio wall / (build+forward)", "per_task_overlap_ratio"),
         ("  same, each worker's first task dropped", "per_task_overlap_ratio_warm"),
         ("  forward-alone tasks: wall / (build+forward)", "forward_alone_task_ratio_warm"),
+        ("export (build+forward) / forward-alone (build+forward)", "compute_inflation"),
         ("writer thread busy [s] (summed)", "write_seconds"),
         ("write throughput MB/s (bytes / export wall)", "MB_per_s_wall"),
         ("write throughput MB/s (bytes / writer busy)", "MB_per_s_writer"))]

@@ -34,7 +34,7 @@ from simdistill.student_train.distill_step import (
 )
 from simdistill.student_train.sources import OnlineTeacher, StoreTargets, ViewPlan, plan_from_config
 from simdistill.training.checkpoint import load_checkpoint, save_checkpoint
-from simdistill.training.common import JsonlLog, make_optimizer, make_scheduler, prefetch, seed_everything
+from simdistill.training.common import JsonlLog, make_optimizer, make_scheduler, prefetch, seed_everything, set_threads
 from simdistill.training.progress import TrainProgress
 from simdistill.training.teacher import open_split
 
@@ -104,6 +104,7 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
     rank, world = _distributed()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
     seed_everything(cfg.seed, deterministic=sc.deterministic)
     device = torch.device(cfg.device if not cfg.device.startswith("cuda") or world == 1 else f"cuda:{rank}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +34,7 @@ class ExportReport:
     forward_seconds: float
     write_seconds: float
     bytes_written: int
+    tasks: list[dict[str, float]] = field(default_factory=list)  # per-task TaskStats (views, seconds, bytes)
 
     @property
     def views_per_second(self) -> float:
@@ -160,4 +161,5 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
         store=str(out), n_views=plan.n_views, exported=sum(int(s["views"]) for s in stats), skipped=skipped,
         wall_seconds=wall, forward_seconds=sum(s["forward_seconds"] for s in stats),
         write_seconds=sum(s["write_seconds"] for s in stats), bytes_written=sum(int(s["bytes_written"]) for s in stats),
+        tasks=stats,
     )

@@ -25,6 +25,7 @@ from simdistill.training.common import (
     make_scheduler,
     prefetch,
     seed_everything,
+    set_threads,
     view_rng,
 )
 from simdistill.training.progress import TrainProgress
@@ -82,6 +83,7 @@ def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, evaluate: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.teacher_train
+    set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     source = open_split(cfg, "train")
