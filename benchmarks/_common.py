@@ -23,9 +23,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 PAPER_CONFIG = REPO / "configs" / "nuscenes_swint.yaml"
-DEFAULT_DATAROOT = Path("/tmp/sd/demo_data")
-DEFAULT_TEACHER = Path("/tmp/sd/demo_teacher/teacher.pt")
-DEFAULT_WORKDIR = Path("/tmp/sd/bench")
+# Defaults: what `python -m simdistill demo --workdir demo_work` leaves behind.
+DEFAULT_DATAROOT = REPO / "demo_work" / "data"
+DEFAULT_TEACHER = REPO / "demo_work" / "teacher" / "teacher.pt"
+DEFAULT_WORKDIR = REPO / "bench_work"
 LOSS_TERMS = ("imd", "cmd", "mmd_f", "mmd_p")
 
 _T0 = time.perf_counter()
@@ -51,8 +52,8 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
 def require_inputs(dataroot: Path, teacher: Path | None) -> None:
     """Exit 2 with a one-line message naming the command that makes a missing input."""
     if not (dataroot / "v1.0-mini").is_dir():
-        fail(f"no demo world at {dataroot}; make it with `python -m simdistill make-demo-data {dataroot} "
-             "--config configs/demo.yaml`")
+        fail(f"no demo world at {dataroot}; run `python -m simdistill demo --workdir demo_work` first, or "
+             f"`python -m simdistill make-demo-data {dataroot} --config configs/demo.yaml`")
     if teacher is not None and not teacher.is_file():
         fail(f"no trained demo teacher at {teacher}; make it with `python -m simdistill train-teacher --config "
              f"configs/demo.yaml --set data.dataroot={dataroot} --out {teacher.parent}` (~3 min)")

@@ -64,6 +64,7 @@ TINY_OVERRIDES = [
     "student_train.batch_size=2",
     "student_train.checkpoint_every=2",
     "export.workers=1",
+    "export.views_per_sample=1",
     "export.views_per_task=2",
 ]
 

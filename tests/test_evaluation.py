@@ -181,3 +181,12 @@ def test_plots_write_pngs(tmp_path: Path) -> None:
     log.write_text('{"step": 1}\n')
     with pytest.raises(DataError, match="no numeric loss values"):
         plot_loss_curves(log, tmp_path / "none.png")
+
+
+def test_empty_submission_scores_zero_instead_of_crashing(tiny_world: Path, tmp_path: Path) -> None:
+    source = NuScenesSource(tiny_world, "v1.0-mini", "mini_val")
+    empty = {"meta": {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False,
+                      "use_external": False}, "results": {t: [] for t in source.tokens}}
+    result = evaluate_submission(empty, dataroot=tiny_world, version="v1.0-mini", split="mini_val", out_dir=tmp_path)
+    assert result.mAP == 0.0 and result.NDS == 0.0 and result.mATE == 1.0
+    assert (tmp_path / "metrics_summary.json").exists()

@@ -544,7 +544,8 @@ def test_lossy_range_bound_is_exact(keepbits: int) -> None:
 
 def test_lossy_mode_error_bound_and_info(tmp_path: Path) -> None:
     keepbits = 4
-    cfg = tiny_cfg("store.lossy=true", f"store.lossy_keepbits={keepbits}")
+    cfg = tiny_cfg("store.lossy=true", f"store.lossy_keepbits={keepbits}",
+                   "store.lossy_arrays=[cam_bev, lidar_bev, fused_bev]")
     url = tmp_path / "lossy.zarr"
     tvs = write_store(url, cfg)
     reader = open_store(url, expect=cfg)

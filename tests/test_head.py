@@ -133,12 +133,13 @@ def test_decode_threshold_nms_and_limit(cfg: Config) -> None:
     boxes = torch.zeros(1, 6, 10, 64, 64)
     boxes[:, :, 7] = 1.0  # cos yaw
     heatmap[0, 0, 30, 30] = 3.0  # car
-    heatmap[0, 0, 30, 32] = 2.0  # car 2.4 m away: suppressed by the car radius (4 m)
-    heatmap[0, 8, 30, 32] = 1.0  # pedestrian at the same cell: another task, kept
+    heatmap[0, 0, 30, 31] = 2.0  # car 1.2 m away: suppressed by the car radius (2 m)
+    heatmap[0, 0, 30, 32] = 1.5  # car 2.4 m away: outside the radius, kept
+    heatmap[0, 8, 30, 31] = 1.0  # pedestrian at the suppressed car's cell: another task, kept
     heatmap[0, 3, 10, 10] = -3.0  # bus below the 0.1 score threshold
     det = head.decode(heatmap, boxes)[0]
-    assert det.labels.tolist() == [0, 8]
-    torch.testing.assert_close(det.scores, torch.sigmoid(torch.tensor([3.0, 1.0])))
+    assert det.labels.tolist() == [0, 0, 8]
+    torch.testing.assert_close(det.scores, torch.sigmoid(torch.tensor([3.0, 1.5, 1.0])))
     cfg1 = load_config("configs/demo.yaml", ["model.head.max_detections=1"])
     assert CenterHead(16, cfg1.model.head, cfg1.model.bev).decode(heatmap, boxes)[0].labels.tolist() == [0]
 
