@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from simdistill.config import Config, config_to_dict
-from simdistill.errors import CheckpointError, ConfigError
+from simdistill.config import Config
+from simdistill.errors import ConfigError
 from simdistill.models import build_model
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sample import Batch, collate
@@ -33,7 +33,7 @@ from simdistill.student_train.distill_step import (
     student_losses,
 )
 from simdistill.student_train.sources import OnlineTeacher, StoreTargets, ViewPlan, plan_from_config
-from simdistill.training.checkpoint import load_checkpoint, save_checkpoint
+from simdistill.training.checkpoint import restore_for_resume, save_checkpoint
 from simdistill.training.common import JsonlLog, make_optimizer, make_scheduler, prefetch, seed_everything, set_threads
 from simdistill.training.progress import TrainProgress
 from simdistill.training.teacher import open_split
@@ -140,16 +140,8 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
     last = out_dir / "last.pt"
     final = out_dir / "student.pt"
     step = 0
-    if resume and last.exists():
-        payload = load_checkpoint(last, expect_kind=sc.variant)
-        if payload["config"] != config_to_dict(cfg):
-            raise CheckpointError(f"{last} was trained with a different config; pass --no-resume to start over "
-                                  "or use another --out")
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        lr_sched.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["torch_rng"])
-        step = int(payload["step"])
+    if resume:
+        step = restore_for_resume(last, kind=sc.variant, cfg=cfg, model=model, optimizer=optimizer, scheduler=lr_sched)
     log = JsonlLog(out_dir / "train_log.jsonl", resume_step=step if step else None) if rank == 0 else None
     run_info = {"store": store, "online_teacher": str(online_teacher) if online_teacher else None,
                 "losses": list(losses), "variant": sc.variant, "gcm": cfg.model.gcm.enabled, "world_size": world}

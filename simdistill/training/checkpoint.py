@@ -82,6 +82,22 @@ def load_checkpoint(path: Path, *, expect_kind: str | tuple[str, ...] | None = N
     return payload
 
 
+def restore_for_resume(last: Path, *, kind: str, cfg: Config, model: torch.nn.Module,
+                       optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
+    """Load `last` into model/optimizer/scheduler/torch RNG if it exists; returns the step to continue from."""
+    if not Path(last).exists():
+        return 0
+    payload = load_checkpoint(last, expect_kind=kind)
+    if payload["config"] != config_to_dict(cfg):
+        raise CheckpointError(f"{last} was trained with a different config; pass --no-resume to start over "
+                              "or use another --out")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["torch_rng"])
+    return int(payload["step"])
+
+
 def checkpoint_config(payload: dict[str, Any]) -> Config:
     return config_from_dict(payload["config"])
 

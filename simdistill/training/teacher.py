@@ -10,14 +10,14 @@ from typing import Any, Iterator
 
 import torch
 
-from simdistill.config import Config, config_to_dict
-from simdistill.errors import CheckpointError
+from simdistill.config import Config
+from simdistill.errors import ConfigError
 from simdistill.models import build_model
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.dataset import NuScenesSource
 from simdistill.pipeline.sample import Batch, collate
 from simdistill.student_train.losses import gt_loss
-from simdistill.training.checkpoint import load_checkpoint, save_checkpoint
+from simdistill.training.checkpoint import restore_for_resume, save_checkpoint
 from simdistill.training.common import (
     JsonlLog,
     epoch_order,
@@ -93,7 +93,7 @@ def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, evaluate: 
     optimizer = make_optimizer(model, lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = len(source) // tc.batch_size
     if steps_per_epoch == 0:
-        raise CheckpointError(f"train split has {len(source)} samples, fewer than teacher_train.batch_size="
+        raise ConfigError(f"train split has {len(source)} samples, fewer than teacher_train.batch_size="
                               f"{tc.batch_size}; lower the batch size or make a larger world")
     total_steps = steps_per_epoch * tc.epochs
     scheduler = make_scheduler(optimizer, lr=tc.lr, total_steps=total_steps)
@@ -101,16 +101,8 @@ def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, evaluate: 
     last = out_dir / "last.pt"
     final = out_dir / "teacher.pt"
     step = 0
-    if resume and last.exists():
-        payload = load_checkpoint(last, expect_kind="teacher")
-        if payload["config"] != config_to_dict(cfg):
-            raise CheckpointError(f"{last} was trained with a different config; pass --no-resume to start over "
-                                  "or use another --out")
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["torch_rng"])
-        step = int(payload["step"])
+    if resume:
+        step = restore_for_resume(last, kind="teacher", cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler)
     log = JsonlLog(out_dir / "train_log.jsonl", resume_step=step if step else None)
 
     def save(path: Path) -> None:
