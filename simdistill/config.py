@@ -346,6 +346,17 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return convert(cfg)
 
 
+def first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, a's value, b's value) of the first difference between two nested dicts, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            diff = first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+            if diff:
+                return diff
+        return None
+    return None if a == b else (prefix, a, b)
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     cfg = _build(Config, raw, "")
     validate(cfg)

@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 
 import simdistill
-from simdistill.config import CLASS_NAMES, Config, config_from_dict, config_to_dict
+from simdistill.config import CLASS_NAMES, Config, config_from_dict, config_to_dict, first_difference
 from simdistill.errors import ConfigError, StoreError
 from simdistill.feature_store.codecs import array_codecs, codecs_attr, lossy_arrays, quiet_numcodecs_warning
 from simdistill.feature_store.lock import export_lock
@@ -92,16 +92,6 @@ def content_config(cfg: Config | dict[str, Any]) -> dict[str, Any]:
         out["data"].pop("dataroot", None)  # the data may move; the sample tokens identify it
     out["export"] = {k: d.get("export", {}).get(k) for k in CONTENT_EXPORT_KEYS}
     return out
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            diff = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
-            if diff:
-                return diff
-        return None
-    return None if a == b else (prefix, a, b)
 
 
 def _short(value: Any) -> str:
@@ -314,8 +304,8 @@ def open_for_resume(url: str, *, cfg: Config, attrs: StoreAttrs) -> FeatureStore
         raise StoreError(
             f"store {url} holds teacher checkpoint sha256 {old_sha}, this run's teacher is {new_sha}; {fix}"
         )
-    diff = _first_difference(content_config(stored.get("config", {})), content_config(cfg))
-    diff = diff or _first_difference(_resume_attrs(stored), _resume_attrs(attrs.to_json()))
+    diff = first_difference(content_config(stored.get("config", {})), content_config(cfg))
+    diff = diff or first_difference(_resume_attrs(stored), _resume_attrs(attrs.to_json()))
     if diff:
         key, old, new = diff
         raise StoreError(f"store {url} was exported with {key}={_short(old)}, this run has {key}={_short(new)}; {fix}")

@@ -19,15 +19,6 @@ from simdistill.student_train.losses import cmd_loss, gt_loss, imd_loss, mmd_f_l
 
 LOSS_KEYS = ("loss", "gt", "imd", "cmd", "mmd_f", "mmd_p")
 
-# Which teacher arrays each distillation term reads (the store must hold them).
-ARRAYS_FOR_LOSS: dict[str, tuple[str, ...]] = {
-    "imd": ("cam_bev",),
-    "cmd": ("lidar_bev", "fg_mask"),
-    "mmd_f": ("fused_bev",),
-    "mmd_p": ("heatmap", "boxes"),
-}
-
-
 @dataclass
 class TeacherTargets:
     """Teacher targets for a batch; absent arrays are None. Shapes as in the store, batched."""
@@ -47,15 +38,13 @@ class TeacherTargets:
 
 
 def arrays_needed(losses: tuple[str, ...]) -> list[str]:
-    names: list[str] = []
-    for loss in losses:
-        for a in ARRAYS_FOR_LOSS[loss]:
-            if a not in names:
-                names.append(a)
-    return names
+    """The store arrays the chosen terms read (the store's schema table is the one source of this)."""
+    from simdistill.feature_store import arrays_for_losses
+
+    return arrays_for_losses(losses)
 
 
-def check_losses_for_variant(losses: tuple[str, ...], variant: str, gcm_enabled: bool) -> None:
+def check_losses_for_variant(losses: tuple[str, ...], variant: str) -> None:
     if variant == "baseline" and "cmd" in losses:
         raise ConfigError("CMD needs the simulated-LiDAR branch, which the baseline variant lacks; use "
                           "--variant simdistill or drop cmd from --losses")

@@ -97,7 +97,7 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
     """Train a student; `stop_after` ends early after that many steps (as a crash would), for resume tests."""
     sc = cfg.student_train
     losses = tuple(cfg.distill.losses)
-    check_losses_for_variant(losses, sc.variant, cfg.model.gcm.enabled)
+    check_losses_for_variant(losses, sc.variant)
     if losses and not store and not online_teacher:
         raise ConfigError(f"losses {','.join(losses)} need teacher targets: pass --store STORE (from export-teacher), "
                           "--online-teacher CHECKPOINT, or --losses none for the GT-only student")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from simdistill.config import Config, config_to_dict
+from simdistill.config import Config, config_to_dict, first_difference
 from simdistill.errors import CheckpointError, SimDistillError
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.teacher_export.plan import pending_tasks, plan_views
@@ -57,7 +57,8 @@ def check_teacher_checkpoint(cfg: Config, checkpoint: Path) -> dict[str, Any]:
     theirs = payload["config"].get("model")
     ours = config_to_dict(cfg.model)
     if theirs != ours:
-        diff = _first_difference(ours, theirs, "model")
+        key, mine, stored = first_difference(ours, theirs, "model") or ("model", ours, theirs)
+        diff = f"{key}: config {mine!r} vs checkpoint {stored!r}"
         raise CheckpointError(
             f"checkpoint '{checkpoint}' was trained with a different model config ({diff}); export with the "
             "config it was trained with"
@@ -67,14 +68,6 @@ def check_teacher_checkpoint(cfg: Config, checkpoint: Path) -> dict[str, Any]:
             raise CheckpointError(f"checkpoint '{checkpoint}' expects augment.{key}="
                                   f"{payload['config']['augment'][key]}, the config says {getattr(cfg.augment, key)}")
     return payload
-
-
-def _first_difference(a: Any, b: Any, path: str) -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
-    return f"{path}: config {a!r} vs checkpoint {b!r}"
 
 
 @contextlib.contextmanager

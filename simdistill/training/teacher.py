@@ -48,8 +48,7 @@ class TrainResult:
 
 
 def open_split(cfg: Config, split: str) -> NuScenesSource:
-    name = {"train": cfg.data.train_split, "val": cfg.data.val_split}.get(split, split)
-    return NuScenesSource(cfg.data.dataroot, cfg.data.version, name, sweeps=cfg.data.sweeps)
+    return NuScenesSource.from_config(cfg.data, split=split)
 
 
 def iterate_epoch_batches(
