@@ -20,11 +20,8 @@ N_BEV_PLOTS = 3
 
 
 @torch.no_grad()
-def predict_split(model: torch.nn.Module, cfg: Config, *, split: str, batch_size: int = 4) -> tuple[list[dict], list]:
-    """Decoded detections (LiDAR frame) and sample metadata for every sample of the split, in order."""
-    from simdistill.training.teacher import open_split
-
-    source = open_split(cfg, split)
+def predict_split(model: torch.nn.Module, cfg: Config, source: Any, *, batch_size: int = 4) -> tuple[list[dict], list]:
+    """Decoded detections (LiDAR frame) and sample metadata for every sample of `source`, in order."""
     builder = ViewBuilder(source, cfg.augment, train=False)
     device = next(model.parameters()).device
     is_teacher = getattr(model, "uses_lidar", False)
@@ -58,13 +55,12 @@ def evaluate_model(model: torch.nn.Module, cfg: Config, *, split: str, out_dir: 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, metas = predict_split(model, cfg, split=split)
+    source = open_split(cfg, split)
+    results, metas = predict_split(model, cfg, source)
     submission = detections_to_submission(results, metas, class_names=cfg.class_names)
-    split_name = {"train": cfg.data.train_split, "val": cfg.data.val_split}.get(split, split)
-    result = evaluate_submission(submission, dataroot=cfg.data.dataroot, version=cfg.data.version, split=split_name,
+    result = evaluate_submission(submission, dataroot=cfg.data.dataroot, version=cfg.data.version, split=source.split,
                                  out_dir=out_dir)
     (out_dir / "metrics_table.txt").write_text(result.to_table() + "\n")
-    source = open_split(cfg, split)
     for i in range(min(N_BEV_PLOTS, len(results))):
         sample = source.load(i)
         keep = results[i]["scores"] >= 0.3

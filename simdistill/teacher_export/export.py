@@ -104,8 +104,8 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
 
     checkpoint = Path(checkpoint)
     check_teacher_checkpoint(cfg, checkpoint)
-    split_name = {"train": cfg.data.train_split, "val": cfg.data.val_split}.get(cfg.export.split, cfg.export.split)
     source = open_split(cfg, cfg.export.split)
+    split_name = source.split  # the devkit split name ('train' -> data.train_split)
     builder = ViewBuilder(source, cfg.augment, train=True)
     plan = plan_views(cfg, builder)
     attrs = StoreAttrs(
