@@ -81,6 +81,14 @@ def make_demo_data_cmd(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    mmdet3d_infos: Annotated[
+        bool,
+        typer.Option(
+            "--mmdet3d-infos",
+            help="Also write mmdet3d v1.x info files (nuscenes_infos_train.pkl / _val.pkl) into the dataroot; "
+            "use them with --set data.infos_train=... data.infos_val=...",
+        ),
+    ] = False,
 ) -> None:
     """Write a synthetic world in the real nuScenes v1.0 layout (loadable and scored by nuscenes-devkit)."""
     from simdistill.pipeline.synthetic import make_demo_data
@@ -97,6 +105,11 @@ def make_demo_data_cmd(
         world.version = version
     summary = make_demo_data(out_dir, world, progress=True)
     typer.echo(summary.to_text())
+    if mmdet3d_infos:
+        from simdistill.pipeline.mmdet3d_infos_write import write_mmdet3d_infos
+
+        for split, path in write_mmdet3d_infos(out_dir, world.version, out_dir).items():
+            typer.echo(f"mmdet3d infos ({split}): {path}")
 
 
 @app.command("train-teacher")
@@ -119,7 +132,9 @@ def train_teacher_cmd(
 @app.command("export-teacher")
 @user_errors
 def export_teacher_cmd(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-t", help="Teacher checkpoint (from train-teacher).")],
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-t", help="Teacher checkpoint: from train-teacher, or an mmdet3d .pth.")
+    ],
     out: Annotated[str, typer.Option("--out", "-o", help="Store path or fsspec URL (file://…, s3://…).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -132,14 +147,44 @@ def export_teacher_cmd(
     ] = None,
     split: Annotated[Optional[str], typer.Option(help="Which split to export: train or val.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a store written with another config/teacher.")] = False,
+    teacher: Annotated[
+        Optional[str],
+        typer.Option(help="simdistill (a train-teacher checkpoint) or mmdet3d (an mmdetection3d detector, tapped; "
+                     "needs the mmdet3d extra, see README)."),
+    ] = None,
+    teacher_config: Annotated[
+        Optional[Path], typer.Option(help="With --teacher mmdet3d: the detector's mmdet3d model config (.py).")
+    ] = None,
+    tap_family: Annotated[
+        Optional[str], typer.Option(help="With --teacher mmdet3d: the detector's module layout (bevfusion).")
+    ] = None,
+    tap: Annotated[
+        Optional[list[str]],
+        typer.Option(help="With --teacher mmdet3d, repeatable: tap a map at another module, NAME=module.path "
+                     "(NAME: cam_bev, lidar_bev, fused_bev, head)."),
+    ] = None,
 ) -> None:
     """Run the teacher once over the dataset and write its BEV features and predictions to a Zarr store.
 
-    Re-running the same command resumes: finished views are skipped.
+    Re-running the same command resumes: finished views are skipped. With --teacher mmdet3d, any
+    mmdetection3d BEVFusion-layout detector with a CenterHead fills the same store: its camera, LiDAR and
+    fused BEV maps and head outputs are read by forward hooks on the modules of its family (--tap-family),
+    and must have the shapes the simdistill config describes (model.channels, model.bev, model.head.tasks).
     """
     from simdistill.teacher_export.export import export_teacher
 
     cfg = _config(config, set_)
+    if teacher is not None:
+        cfg.export.teacher = teacher
+    if teacher_config is not None:
+        cfg.export.teacher_config = str(teacher_config)
+    if tap_family is not None:
+        cfg.export.tap_family = tap_family
+    if tap:
+        cfg.export.taps = tuple(tap)
+    from simdistill.config import validate
+
+    validate(cfg)  # the options above are config fields too
     if views_per_sample is not None:
         cfg.export.views_per_sample = views_per_sample
     if workers is not None:

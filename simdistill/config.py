@@ -58,6 +58,10 @@ class DataConfig:
     val_split: str = "mini_val"
     sweeps: int = 1  # LiDAR sweeps merged per sample (1 = key frame only; BEVFusion uses 10)
     max_points: int = 0  # 0 = keep all points; else subsample to this many (seeded by params)
+    # mmdet3d v1.x info pickles (nuscenes_infos_train.pkl / _val.pkl) for train_split / val_split, read
+    # instead of the devkit tables (images and points still come from dataroot); "" = read the tables.
+    infos_train: str = ""
+    infos_val: str = ""
 
 
 @dataclass
@@ -244,6 +248,12 @@ class ExportConfig:
     workers: int = 1
     threads_per_worker: int = 1
     write_queue: int = 4  # bounded queue between teacher forward and the writer thread
+    # Which teacher fills the store: "simdistill" (a train-teacher checkpoint) or "mmdet3d" (an mmdetection3d
+    # detector built from `teacher_config`, its BEV maps tapped by module path; needs simdistill[mmdet3d]).
+    teacher: str = "simdistill"
+    teacher_config: str = ""  # the mmdet3d model config (.py) when teacher = mmdet3d
+    tap_family: str = "bevfusion"  # module layout of the mmdet3d teacher (interop.tapped_teacher.FAMILIES)
+    taps: tuple[str, ...] = ()  # per-map overrides NAME=module.path (cam_bev, lidar_bev, fused_bev, head)
 
 
 @dataclass
@@ -441,5 +451,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"student_train.loader '{cfg.student_train.loader}' is unknown; use dask or direct")
     if cfg.student_train.variant not in ("simdistill", "baseline"):
         raise ConfigError(f"student_train.variant '{cfg.student_train.variant}' is unknown; use simdistill or baseline")
+    if cfg.export.teacher not in ("simdistill", "mmdet3d"):
+        raise ConfigError(f"export.teacher '{cfg.export.teacher}' is unknown; use simdistill or mmdet3d")
+    if cfg.export.teacher == "mmdet3d" and not cfg.export.teacher_config:
+        raise ConfigError("export.teacher is mmdet3d but no model config is given; pass --teacher-config CFG.py")
     if cfg.model.backbone.feature_stride not in (8, 16):
         raise ConfigError(f"model.backbone.feature_stride must be 8 or 16, got {cfg.model.backbone.feature_stride}")

@@ -40,7 +40,7 @@ from simdistill.feature_store.transforms import TeacherView, prepare_view
 
 # Config sections that determine what the store holds; the rest (workers, training) may change on resume.
 CONTENT_SECTIONS = ("seed", "data", "augment", "model", "store")
-CONTENT_EXPORT_KEYS = ("views_per_sample", "split")
+CONTENT_EXPORT_KEYS = ("views_per_sample", "split", "teacher", "tap_family", "taps")
 
 FILL_VALUES = {"float16": float("nan"), "float32": float("nan"), "int32": -1, "int16": -1, "bool": False}
 """NaN / -1 fill: a chunk missing from a done view reads as NaN or -1, which `verify_store` reports."""
@@ -89,7 +89,8 @@ def content_config(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     d = json.loads(json.dumps(cfg if isinstance(cfg, dict) else config_to_dict(cfg)))  # a copy, tuples as lists
     out = {k: d.get(k) for k in CONTENT_SECTIONS}
     if isinstance(out["data"], dict):
-        out["data"].pop("dataroot", None)  # the data may move; the sample tokens identify it
+        for key in ("dataroot", "infos_train", "infos_val"):  # the data may move; the sample tokens identify it
+            out["data"].pop(key, None)
     out["export"] = {k: d.get("export", {}).get(k) for k in CONTENT_EXPORT_KEYS}
     return out
 
@@ -298,12 +299,13 @@ def open_for_resume(url: str, *, cfg: Config, attrs: StoreAttrs) -> FeatureStore
             f"{SCHEMA_VERSION}; re-export it with --overwrite"
         )
     fix = "export with the same settings to resume, or pass --overwrite to re-export from scratch"
-    old_sha = stored.get("teacher", {}).get("checkpoint_sha256")
-    new_sha = attrs.teacher.get("checkpoint_sha256")
-    if old_sha != new_sha:
-        raise StoreError(
-            f"store {url} holds teacher checkpoint sha256 {old_sha}, this run's teacher is {new_sha}; {fix}"
-        )
+    for key in ("checkpoint_sha256", "mmdet3d_config_sha256"):  # the second only for mmdet3d teachers
+        old_sha, new_sha = stored.get("teacher", {}).get(key), attrs.teacher.get(key)
+        if old_sha != new_sha:
+            what = "checkpoint" if key == "checkpoint_sha256" else "mmdet3d config"
+            raise StoreError(
+                f"store {url} holds teacher {what} sha256 {old_sha}, this run's teacher is {new_sha}; {fix}"
+            )
     diff = first_difference(content_config(stored.get("config", {})), content_config(cfg))
     diff = diff or first_difference(_resume_attrs(stored), _resume_attrs(attrs.to_json()))
     if diff:
@@ -314,7 +316,7 @@ def open_for_resume(url: str, *, cfg: Config, attrs: StoreAttrs) -> FeatureStore
 
 def _resume_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     out = {k: attrs.get(k) for k in ("dataset", "augmentation", "views_per_sample", "aug_layout")}
-    out["dataset"] = {k: v for k, v in (out["dataset"] or {}).items() if k != "dataroot"}  # the data may move
+    out["dataset"] = {k: v for k, v in (out["dataset"] or {}).items() if k not in ("dataroot", "infos")}  # may move
     return out
 
 

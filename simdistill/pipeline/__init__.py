@@ -5,12 +5,17 @@ The synthetic world generator lives in `simdistill.pipeline.synthetic` (imported
 
 from simdistill.pipeline.augment import AugParams, CameraAug, ViewBuilder, aug_dim, aug_names, augment, draw_params
 from simdistill.pipeline.dataset import NuScenesSource, SampleMeta
+from simdistill.pipeline.mmdet3d_infos import InfoFileSource, load_info_file
+from simdistill.pipeline.mmdet3d_infos_write import write_mmdet3d_infos
 from simdistill.pipeline.sample import Batch, Sample, View, collate
+from simdistill.pipeline.sources import DataSource, open_data_source
 
 __all__ = [
     "AugParams",
     "Batch",
     "CameraAug",
+    "DataSource",
+    "InfoFileSource",
     "NuScenesSource",
     "Sample",
     "SampleMeta",
@@ -21,4 +26,7 @@ __all__ = [
     "augment",
     "collate",
     "draw_params",
+    "load_info_file",
+    "open_data_source",
+    "write_mmdet3d_infos",
 ]

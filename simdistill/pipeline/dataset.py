@@ -89,6 +89,61 @@ def check_split(version: str, split: str) -> None:
         raise DataError(f"unknown split '{split}' for {version}; {hint}")
 
 
+def require_file(path: Path, dataroot: Path) -> Path:
+    """`path`, or DataError naming it when it is not a file."""
+    if not path.is_file():
+        raise DataError(
+            f"file {path} is missing; the dataroot {dataroot} is incomplete: re-extract or regenerate it"
+        )
+    return path
+
+
+def read_points(path: Path) -> np.ndarray:
+    """[P, 5] float32 (x, y, z, intensity, 0) of a nuScenes .pcd.bin in its own LiDAR frame."""
+    raw = np.fromfile(path, dtype=np.float32)
+    if raw.size % 5:
+        raise DataError(f"{path} holds {raw.size} floats, not a multiple of 5 (x, y, z, intensity, ring)")
+    points = raw.reshape(-1, 5).copy()
+    points[:, 4] = 0.0  # column 4 is the ring index on disk; it becomes the time lag
+    return points
+
+
+def read_image(path: Path, dataroot: Path) -> np.ndarray:
+    """[H, W, 3] uint8 RGB of an existing image file."""
+    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"image {path} cannot be decoded; the dataroot {dataroot} is corrupt")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def sweep_into_key_frame(points: np.ndarray, sweep2lidar: np.ndarray, age_s: float) -> np.ndarray:
+    """A previous sweep's [P, 5] points (own frame) -> key LiDAR frame, close points dropped, column 4 = age."""
+    close = (np.abs(points[:, 0]) < SWEEP_CLOSE_RADIUS) & (np.abs(points[:, 1]) < SWEEP_CLOSE_RADIUS)
+    points = points[~close]
+    points[:, :3] = transform_points(sweep2lidar, points[:, :3])
+    points[:, 4] = age_s
+    return points
+
+
+def boxes_to_lidar(
+    translation: np.ndarray, size_wlh: np.ndarray, rotation: np.ndarray, velocity: np.ndarray, global2lidar: np.ndarray
+) -> np.ndarray:
+    """Global-frame annotations -> [M, 9] float64 (x, y, z, l, w, h, yaw, vx, vy) in the LiDAR frame.
+
+    translation [M, 3], size_wlh [M, 3] (nuScenes w, l, h), rotation [M, 4] (w, x, y, z), velocity [M, 3]
+    global (z ignored; NaN stays NaN).
+    """
+    rot_g2l = global2lidar[:3, :3]
+    centres = transform_points(global2lidar, np.asarray(translation, dtype=np.float64))  # [M, 3]
+    box_rot = rot_g2l @ quaternion_to_matrix(np.asarray(rotation))  # [M, 3, 3] box axes in the LiDAR frame
+    yaw = np.arctan2(box_rot[:, 1, 0], box_rot[:, 0, 0])
+    vel = np.array(velocity, dtype=np.float64)
+    vel[:, 2] = 0.0
+    vel_lidar = vel @ rot_g2l.T  # [M, 3]
+    wlh = np.asarray(size_wlh, dtype=np.float64)
+    return np.concatenate([centres, wlh[:, [1, 0, 2]], yaw[:, None], vel_lidar[:, :2]], axis=1)  # [M, 9]
+
+
 def split_sample_tokens(nusc: Any, split: str) -> list[str]:
     """Sample tokens of `split` in this dataroot, ordered by scene name then time."""
     from nuscenes.utils.splits import create_splits_scenes
@@ -189,29 +244,14 @@ class NuScenesSource:
         return self.nusc.get("sample_data", sample["data"][channel])
 
     def _path(self, sd: dict[str, Any]) -> Path:
-        path = self.dataroot / sd["filename"]
-        if not path.is_file():
-            raise DataError(
-                f"file {path} is missing; the dataroot {self.dataroot} is incomplete: re-extract or regenerate it"
-            )
-        return path
+        return require_file(self.dataroot / sd["filename"], self.dataroot)
 
     def _read_points(self, sd: dict[str, Any]) -> np.ndarray:
         """[P, 5] float32 (x, y, z, intensity, 0) in the sweep's own LiDAR frame."""
-        path = self._path(sd)
-        raw = np.fromfile(path, dtype=np.float32)
-        if raw.size % 5:
-            raise DataError(f"{path} holds {raw.size} floats, not a multiple of 5 (x, y, z, intensity, ring)")
-        points = raw.reshape(-1, 5).copy()
-        points[:, 4] = 0.0  # column 4 is the ring index on disk; it becomes the time lag
-        return points
+        return read_points(self._path(sd))
 
     def _read_image(self, sd: dict[str, Any]) -> np.ndarray:
-        path = self._path(sd)
-        bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError(f"image {path} cannot be decoded; the dataroot {self.dataroot} is corrupt")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return read_image(self._path(sd), self.dataroot)
 
     def image_hw(self, index: int) -> tuple[int, int]:
         """Raw (height, width) of the sample's CAM_FRONT image, from the tables (no decoding)."""
@@ -280,13 +320,9 @@ class NuScenesSource:
             if not prev:
                 break
             sd = self.nusc.get("sample_data", prev)
-            points = self._read_points(sd)
-            close = (np.abs(points[:, 0]) < SWEEP_CLOSE_RADIUS) & (np.abs(points[:, 1]) < SWEEP_CLOSE_RADIUS)
-            points = points[~close]
             sensor2ego, ego2global = self._calib(sd)
-            points[:, :3] = transform_points(global2lidar @ ego2global @ sensor2ego, points[:, :3])
-            points[:, 4] = (key_sd["timestamp"] - sd["timestamp"]) * 1e-6
-            sweeps.append(points)
+            age = (key_sd["timestamp"] - sd["timestamp"]) * 1e-6
+            sweeps.append(sweep_into_key_frame(self._read_points(sd), global2lidar @ ego2global @ sensor2ego, age))
         return sweeps
 
     def _gt_boxes(self, sample: dict[str, Any], global2lidar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,15 +344,8 @@ class NuScenesSource:
             labels.append(CLASS_NAMES.index(name))
         if not labels:
             return np.zeros((0, 9), dtype=np.float32), np.zeros((0,), dtype=np.int64)
-        rot_g2l = global2lidar[:3, :3]
-        centres = transform_points(global2lidar, np.asarray(trans, dtype=np.float64))  # [M, 3]
-        box_rot = rot_g2l @ quaternion_to_matrix(np.asarray(rots))  # [M, 3, 3] box axes in the LiDAR frame
-        yaw = np.arctan2(box_rot[:, 1, 0], box_rot[:, 0, 0])
-        vel = np.nan_to_num(np.asarray(vels, dtype=np.float64), nan=0.0)
-        vel[:, 2] = 0.0
-        vel_lidar = vel @ rot_g2l.T  # [M, 3]
-        wlh = np.asarray(sizes, dtype=np.float64)
-        boxes = np.concatenate(
-            [centres, wlh[:, [1, 0, 2]], yaw[:, None], vel_lidar[:, :2]], axis=1
+        boxes = boxes_to_lidar(
+            np.asarray(trans), np.asarray(sizes), np.asarray(rots), np.asarray(vels, dtype=np.float64), global2lidar
         )  # [M, 9]
+        boxes[:, 7:9] = np.nan_to_num(boxes[:, 7:9], nan=0.0)  # the devkit's velocity is NaN without neighbours
         return boxes.astype(np.float32), np.asarray(labels, dtype=np.int64)

@@ -87,9 +87,14 @@ class OnlineTeacher:
     """The published method's mode: the frozen teacher runs beside the student on every batch."""
 
     def __init__(self, checkpoint: Path, cfg: Config, device: torch.device) -> None:
-        payload = check_teacher_checkpoint(cfg, Path(checkpoint))
-        self.model = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
-        self.model.load_state_dict(payload["model"])
+        if cfg.export.teacher == "mmdet3d":  # the same teacher export-teacher would cache (export.* settings)
+            from simdistill.interop.mmdet3d_teacher import load_mmdet3d_teacher
+
+            self.model = load_mmdet3d_teacher(cfg, Path(checkpoint), device=str(device))
+        else:
+            payload = check_teacher_checkpoint(cfg, Path(checkpoint))
+            self.model = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
+            self.model.load_state_dict(payload["model"])
         self.model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

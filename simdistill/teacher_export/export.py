@@ -70,6 +70,19 @@ def check_teacher_checkpoint(cfg: Config, checkpoint: Path) -> dict[str, Any]:
     return payload
 
 
+def describe_teacher(cfg: Config, checkpoint: Path) -> dict[str, Any]:
+    """Check the teacher loads (a clear error before any worker starts) and return what the store records of it."""
+    if cfg.export.teacher == "mmdet3d":
+        from simdistill.interop.mmdet3d_teacher import load_mmdet3d_teacher, mmdet3d_teacher_identity
+
+        load_mmdet3d_teacher(cfg, checkpoint)  # config, weights, tap paths and head tasks are checked here
+        identity = mmdet3d_teacher_identity(cfg, checkpoint)
+    else:
+        check_teacher_checkpoint(cfg, checkpoint)
+        identity = {"name": "simdistill-bevfusion", "checkpoint": str(checkpoint.resolve())}
+    return {**identity, "checkpoint_sha256": file_sha256(checkpoint), "config": config_to_dict(cfg.model)}
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
     """An existing cluster at `scheduler`, or a LocalCluster of `workers` spawned processes."""
@@ -103,16 +116,16 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
     from simdistill.feature_store import StoreAttrs, create_or_resume_store
 
     checkpoint = Path(checkpoint)
-    check_teacher_checkpoint(cfg, checkpoint)
+    teacher = describe_teacher(cfg, checkpoint)
     source = open_split(cfg, cfg.export.split)
     split_name = source.split  # the devkit split name ('train' -> data.train_split)
     builder = ViewBuilder(source, cfg.augment, train=True)
     plan = plan_views(cfg, builder)
     attrs = StoreAttrs(
-        teacher={"name": "simdistill-bevfusion", "checkpoint": str(checkpoint.resolve()),
-                 "checkpoint_sha256": file_sha256(checkpoint), "config": config_to_dict(cfg.model)},
+        teacher=teacher,
         dataset={"dataroot": str(Path(cfg.data.dataroot).resolve()), "version": cfg.data.version,
-                 "split": split_name, "sample_tokens": list(source.tokens)},
+                 "split": split_name, "sample_tokens": list(source.tokens),
+                 "infos": str(getattr(source, "info_path", ""))},
         augmentation=config_to_dict(cfg.augment),
         views_per_sample=plan.views_per_sample,
         aug_layout=AugParams.names(n_cams=builder.n_cams, n_sweeps=cfg.data.sweeps),

@@ -8,6 +8,7 @@ from simdistill.config import AugmentConfig, config_from_dict
 from simdistill.errors import SimDistillError
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.dataset import NuScenesSource
+from simdistill.pipeline.mmdet3d_infos import InfoFileSource
 
 
 def stored_view_gt_boxes(url: str, v: int) -> np.ndarray:
@@ -19,8 +20,11 @@ def stored_view_gt_boxes(url: str, v: int) -> np.ndarray:
     data = reader.read_view(v, ["aug", "sample_index"])
     dataset = attrs["dataset"]
     cfg = config_from_dict(attrs["config"])
-    source = NuScenesSource(dataset.get("dataroot", cfg.data.dataroot), dataset["version"], dataset["split"],
-                            sweeps=cfg.data.sweeps)
+    dataroot = dataset.get("dataroot", cfg.data.dataroot)
+    if dataset.get("infos"):  # exported from an mmdet3d info file
+        source = InfoFileSource(dataset["infos"], dataroot, split=dataset["split"], sweeps=cfg.data.sweeps)
+    else:
+        source = NuScenesSource(dataroot, dataset["version"], dataset["split"], sweeps=cfg.data.sweeps)
     n_sweeps = sum(1 for name in attrs["aug_layout"] if name.startswith("sweep"))
     policy: AugmentConfig = cfg.augment
     builder = ViewBuilder(source, policy, train=True)

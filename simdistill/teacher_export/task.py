@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,8 @@ import torch
 from simdistill.config import Config, config_from_dict
 from simdistill.models import build_model
 from simdistill.pipeline.augment import AugParams, ViewBuilder
-from simdistill.pipeline.dataset import NuScenesSource
 from simdistill.pipeline.sample import collate
+from simdistill.pipeline.sources import open_data_source
 from simdistill.teacher_export.targets import teacher_view_arrays
 from simdistill.training.checkpoint import load_checkpoint
 
@@ -40,7 +41,13 @@ class TaskStats:
 
 
 @lru_cache(maxsize=2)
-def _teacher(checkpoint: str, device: str) -> torch.nn.Module:
+def _teacher(checkpoint: str, device: str, cfg_json: str) -> torch.nn.Module:
+    """The export's teacher, once per worker process: ours from its checkpoint, or a tapped mmdet3d detector."""
+    cfg = config_from_dict(json.loads(cfg_json))
+    if cfg.export.teacher == "mmdet3d":
+        from simdistill.interop.mmdet3d_teacher import load_mmdet3d_teacher
+
+        return load_mmdet3d_teacher(cfg, Path(checkpoint), device=device)
     payload = load_checkpoint(checkpoint, expect_kind="teacher")
     cfg = config_from_dict(payload["config"])
     model = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
@@ -51,7 +58,7 @@ def _teacher(checkpoint: str, device: str) -> torch.nn.Module:
 @lru_cache(maxsize=2)
 def _builder(cfg_json: str, split: str) -> ViewBuilder:
     cfg = config_from_dict(json.loads(cfg_json))
-    source = NuScenesSource(cfg.data.dataroot, cfg.data.version, split, sweeps=cfg.data.sweeps)
+    source = open_data_source(cfg.data, split)
     return ViewBuilder(source, cfg.augment, train=True)
 
 
@@ -73,8 +80,9 @@ def run_export_task(
     cfg: Config = config_from_dict(cfg_dict)
     torch.set_num_threads(max(1, cfg.export.threads_per_worker))
     device = cfg.device
-    teacher = _teacher(str(checkpoint), device)
-    builder = _builder(json.dumps(cfg_dict, sort_keys=True), split_name)
+    cfg_json = json.dumps(cfg_dict, sort_keys=True)
+    teacher = _teacher(str(checkpoint), device, cfg_json)
+    builder = _builder(cfg_json, split_name)
     writer = open_for_write(store_url)
 
     q: queue.Queue = queue.Queue(maxsize=max(1, cfg.export.write_queue))

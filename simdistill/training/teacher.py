@@ -14,8 +14,8 @@ from simdistill.config import Config
 from simdistill.errors import ConfigError
 from simdistill.models import build_model
 from simdistill.pipeline.augment import ViewBuilder
-from simdistill.pipeline.dataset import NuScenesSource
 from simdistill.pipeline.sample import Batch, collate
+from simdistill.pipeline.sources import DataSource, open_data_source
 from simdistill.student_train.losses import gt_loss
 from simdistill.training.checkpoint import restore_for_resume, save_checkpoint
 from simdistill.training.common import (
@@ -47,8 +47,8 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def open_split(cfg: Config, split: str) -> NuScenesSource:
-    return NuScenesSource.from_config(cfg.data, split=split)
+def open_split(cfg: Config, split: str) -> DataSource:
+    return open_data_source(cfg.data, split)
 
 
 def iterate_epoch_batches(

@@ -1,0 +1,97 @@
+"""What does tapping an mmdet3d teacher cost? Measures and prints; never run in CI. Needs the mmdet3d extra.
+
+    python benchmarks/tap_overhead.py                       # demo config, demo world at demo_work/data
+    python benchmarks/tap_overhead.py --dataroot /tmp/sd/demo_data --views 8 --rounds 5 --threads 2
+
+On the same views, interleaved over --rounds, with torch in inference mode:
+  (raw)    the mmdet3d detector's own forward, `model(inputs, samples, mode="tensor")`, no hooks;
+  (tapped) `TappedTeacher`: the same forward with forward hooks on vtransform / pts_middle_encoder /
+           fusion_layer / bbox_head, the head output converted to simdistill's layout, shapes checked;
+  (native) simdistill's own teacher of the same config, for scale.
+The detector is `SimDistillCPUBEVFusion` built from `cpu_bevfusion_config(cfg)` with random weights (speed
+does not depend on the weights). Prints ms per view (median over rounds) and the tap's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import _common as C
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=C.DEMO_CONFIG)
+    parser.add_argument("--dataroot", type=Path, default=C.DEFAULT_DATAROOT)
+    parser.add_argument("--views", type=int, default=8, help="views per round (one per forward, as export)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    C.require_inputs(args.dataroot, None)
+    try:
+        from simdistill.interop import require_mmdet3d
+
+        require_mmdet3d()
+    except Exception as exc:  # noqa: BLE001 - report and exit like the other input checks
+        C.fail(str(exc))
+    torch.set_num_threads(args.threads)
+
+    from mmdet3d.registry import MODELS
+    from mmdet3d.structures import Det3DDataSample
+    from mmengine.config import Config as MMConfig
+    from mmengine.registry import init_default_scope
+
+    from simdistill.config import load_config
+    from simdistill.interop.bevfusion_inputs import batch_to_bevfusion_inputs
+    from simdistill.interop.mmdet3d_cpu_bevfusion import cpu_bevfusion_config
+    from simdistill.interop.tapped_teacher import TappedTeacher
+    from simdistill.models import build_model
+    from simdistill.pipeline.augment import ViewBuilder
+    from simdistill.pipeline.sample import collate
+    from simdistill.training.teacher import open_split
+
+    cfg = load_config(args.config, [f"data.dataroot={args.dataroot}"])
+    init_default_scope("mmdet3d")
+    torch.manual_seed(0)
+    detector = MODELS.build(MMConfig(cpu_bevfusion_config(cfg)).model).eval()
+    tapped = TappedTeacher(detector, cfg.model).eval()
+    native = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width)).eval()
+    builder = ViewBuilder(open_split(cfg, "train"), cfg.augment, train=False)
+    batches = [collate([builder.build(i, builder.test_params(i))]) for i in range(args.views)]
+    C.log(f"{args.views} views, {args.rounds} rounds, {args.threads} threads, config {args.config.name}")
+
+    def raw(batch):  # noqa: ANN001, ANN202
+        inputs, metas = batch_to_bevfusion_inputs(batch)
+        return detector(inputs, [Det3DDataSample(metainfo=m) for m in metas], mode="tensor")
+
+    modes = {"raw": raw, "tapped": tapped, "native": native}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    with torch.inference_mode():
+        for fn in modes.values():
+            fn(batches[0])  # warm-up
+        for r in range(args.rounds):
+            for name, fn in modes.items():
+                t0 = time.perf_counter()
+                for batch in batches:
+                    fn(batch)
+                times[name].append((time.perf_counter() - t0) / len(batches) * 1e3)
+            C.log(f"round {r + 1}: " + ", ".join(f"{m} {times[m][-1]:.1f} ms" for m in modes))
+    med = {m: statistics.median(v) for m, v in times.items()}
+    overhead = med["tapped"] / med["raw"] - 1.0
+    print("| forward | ms / view (median) |\n|---|---|")
+    for m in modes:
+        print(f"| {m} | {med[m]:.1f} |")
+    print(f"\ntap overhead (tapped / raw - 1): {overhead * 100:+.1f} %")
+    print(json.dumps({"ms_per_view": med, "tap_overhead": overhead, "views": args.views, "rounds": args.rounds,
+                      "threads": args.threads, "config": str(args.config)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

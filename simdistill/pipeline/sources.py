@@ -1,0 +1,28 @@
+"""Pick the data source a config asks for: mmdet3d info files where given, else the devkit tables."""
+
+from __future__ import annotations
+
+from simdistill.config import DataConfig
+from simdistill.errors import DataError
+from simdistill.pipeline.dataset import NuScenesSource
+from simdistill.pipeline.mmdet3d_infos import InfoFileSource
+
+DataSource = NuScenesSource | InfoFileSource
+
+
+def open_data_source(data: DataConfig, split: str, *, drop_empty_boxes: bool = True) -> DataSource:
+    """The source of `split` ('train', 'val' or a devkit split name).
+
+    data.train_split reads data.infos_train when that is set (data.val_split likewise), else the tables.
+    """
+    name = {"train": data.train_split, "val": data.val_split}.get(split, split)
+    infos = data.infos_train if name == data.train_split else data.infos_val if name == data.val_split else ""
+    if not infos:
+        return NuScenesSource(data.dataroot, data.version, name, sweeps=data.sweeps, drop_empty_boxes=drop_empty_boxes)
+    source = InfoFileSource(infos, data.dataroot, split=name, sweeps=data.sweeps, drop_empty_boxes=drop_empty_boxes)
+    if source.version != data.version:
+        raise DataError(
+            f"info file {source.info_path} is for {source.version} but data.version is {data.version}; "
+            "set data.version to match or point data.infos_train/infos_val at the right files"
+        )
+    return source
