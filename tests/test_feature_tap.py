@@ -157,7 +157,6 @@ class _FakeBEVFusion(nn.Module):
         from simdistill.pipeline.sample import Batch
 
         t = self.teacher
-        b = inputs["imgs"].shape[0]
         batch = Batch(tokens=[m["token"] for m in metas], images=inputs["imgs"],
                       cam_intrinsics=torch.as_tensor(np.stack([m["cam2img"] for m in metas])).float(),
                       camera2lidar=torch.as_tensor(np.stack([m["cam2lidar"] for m in metas])).float(),
@@ -204,3 +203,25 @@ class _HeadShim(nn.Module):
 
     def forward(self, feats):
         return self.owner[0]._head(feats[0].shape[0])
+
+
+def test_mmdet3d_teacher_without_the_extra_says_how_to_install(tiny_world, tmp_path) -> None:
+    try:
+        import mmcv.ops  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the mmdet3d extra is installed here; tests/mmdet3d_extra covers this path")
+    from typer.testing import CliRunner
+
+    from conftest import ROOT
+    from simdistill.cli import app
+
+    config = tmp_path / "bevfusion.py"
+    config.write_text("model = dict(type='BEVFusion')\n")
+    result = CliRunner().invoke(app, ["export-teacher", "--checkpoint", str(tmp_path / "epoch_20.pth"), "--out",
+                                      str(tmp_path / "s.zarr"), "--teacher", "mmdet3d", "--teacher-config",
+                                      str(config), "--config", str(ROOT / "configs/demo.yaml"),
+                                      "--set", f"data.dataroot={tiny_world}"])
+    assert result.exit_code == 2, result.output
+    assert "scripts/install_mmdet3d.sh" in result.output and "Traceback" not in result.output

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
 from simdistill.errors import ConfigError
 from simdistill.pipeline.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -76,4 +75,3 @@ def check_preprocessor(data_preprocessor: Mapping[str, Any] | None) -> None:
             f"bgr_to_rgb={data_preprocessor.get('bgr_to_rgb', False)}; simdistill feeds RGB images normalised with "
             f"mean={ours_mean.round(3).tolist()}, std={ours_std.round(3).tolist()}: use a teacher trained that way"
         )
-

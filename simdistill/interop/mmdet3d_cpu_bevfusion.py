@@ -60,9 +60,9 @@ class SimDistillLSS(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, bev: dict[str, Any], final_hw: list[int],
                  feature_stride: int) -> None:
         super().__init__()
-        self.lss = LSSTransform(in_channels, out_channels, BEVConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                                      for k, v in bev.items()}),
-                                final_hw=tuple(final_hw), feature_stride=feature_stride)
+        bev_cfg = BEVConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in bev.items()})
+        self.lss = LSSTransform(in_channels, out_channels, bev_cfg, final_hw=tuple(final_hw),
+                                feature_stride=feature_stride)
 
     def forward(self, x: torch.Tensor, points: Any, lidar2image: torch.Tensor, camera_intrinsics: torch.Tensor,
                 camera2lidar: torch.Tensor, img_aug_matrix: torch.Tensor, lidar_aug_matrix: torch.Tensor,
@@ -214,8 +214,8 @@ def cpu_bevfusion_config(cfg: Config) -> dict[str, Any]:
                            min_radius=head.min_radius, code_weights=list(head.code_weights),
                            point_cloud_range=pc_range),
             test_cfg=dict(post_center_limit_range=[xmin - 10, ymin - 10, -10.0, xmax + 10, ymax + 10, 10.0],
-                          max_per_img=head.max_detections, max_pool_nms=False, min_radius=[r * r for r in
-                                                                                          head.nms_radius],
+                          max_per_img=head.max_detections, max_pool_nms=False,
+                          min_radius=[r * r for r in head.nms_radius],  # mmdet3d compares squared distances
                           score_threshold=head.score_threshold, out_size_factor=1, voxel_size=[xstep, ystep],
                           nms_type="circle", pre_max_size=head.pre_max_size, post_max_size=head.max_detections,
                           nms_thr=0.2),

@@ -121,9 +121,9 @@ class TappedTeacher(nn.Module):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.family = FAMILIES[family] if family in FAMILIES else None
-        if self.family is None:
+        if family not in FAMILIES:
             raise ConfigError(f"unknown teacher family '{family}'; choose one of {', '.join(FAMILIES)}")
+        self.family = FAMILIES[family]
         self.paths = dict(paths) if paths is not None else dict(self.family.paths)
         self.tap = FeatureTap(model, self.paths)
         self.head = CenterHead(1, cfg.head, cfg.bev)

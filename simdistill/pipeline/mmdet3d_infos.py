@@ -336,4 +336,3 @@ class InfoFileSource:
         if "num_lidar_pts" in inst and "num_radar_pts" in inst:
             return int(inst["num_lidar_pts"]) + int(inst["num_radar_pts"]) > 0
         return True
-

@@ -219,4 +219,3 @@ def _instances(nusc: Any, sample: dict[str, Any], global2lidar: np.ndarray, igno
             "velocity": boxes[k, 7:9].tolist(),
         })  # fmt: skip
     return instances
-
