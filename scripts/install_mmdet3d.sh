@@ -24,11 +24,13 @@ if python -c "import mmcv, mmcv.ops; assert mmcv.__version__.startswith('2.1.')"
   echo "mmcv $(python -c 'import mmcv; print(mmcv.__version__)') with ops is already installed"
 else
   echo "building mmcv 2.1.0 with its ops from source (about 6 minutes on 2 CPU cores)..."
+  # --no-deps: mmcv's own dependencies are resolved below together with the core's pins; on its own, pip
+  # would pull numpy 2 here, which nuscenes-devkit cannot use.
   MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    python -m pip install --no-build-isolation 'mmcv==2.1.0'
+    python -m pip install --no-build-isolation --no-deps 'mmcv==2.1.0'
 fi
 
-# The extra itself: mmengine, mmdet, mmdet3d (numpy stays <2: the core pins it for nuscenes-devkit).
+# The extra itself: mmengine, mmdet, mmdet3d and mmcv's dependencies (numpy stays <2: the core pins it).
 python -m pip install -e '.[mmdet3d]'
 
 # mmengine depends on opencv-python, which needs libGL on import and shadows the headless build the
