@@ -14,11 +14,10 @@ import torch
 
 from simdistill.config import Config
 from simdistill.errors import StoreError
-from simdistill.models import build_model
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.distill_step import TeacherTargets
-from simdistill.teacher_export.export import check_teacher_checkpoint
+from simdistill.teacher_export.teacher import load_teacher
 from simdistill.teacher_export.plan import plan_views
 
 
@@ -87,17 +86,8 @@ class OnlineTeacher:
     """The published method's mode: the frozen teacher runs beside the student on every batch."""
 
     def __init__(self, checkpoint: Path, cfg: Config, device: torch.device) -> None:
-        if cfg.export.teacher == "mmdet3d":  # the same teacher export-teacher would cache (export.* settings)
-            from simdistill.interop.mmdet3d_teacher import load_mmdet3d_teacher
-
-            self.model = load_mmdet3d_teacher(cfg, Path(checkpoint), device=str(device))
-        else:
-            payload = check_teacher_checkpoint(cfg, Path(checkpoint))
-            self.model = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
-            self.model.load_state_dict(payload["model"])
-        self.model.to(device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        # The same teacher export-teacher would cache (the export.* settings choose it).
+        self.model = load_teacher(cfg, Path(checkpoint), device=str(device))
 
     @torch.no_grad()  # not inference_mode: its tensors cannot be saved for the student's backward
     def targets(self, batch: Batch) -> TeacherTargets:

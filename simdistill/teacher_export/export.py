@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from simdistill.config import Config, config_to_dict, first_difference
-from simdistill.errors import CheckpointError, SimDistillError
+from simdistill.config import Config, config_to_dict
+from simdistill.errors import SimDistillError
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.teacher_export.plan import pending_tasks, plan_views
 from simdistill.teacher_export.task import run_export_task
-from simdistill.training.checkpoint import file_sha256, load_checkpoint
+from simdistill.teacher_export.teacher import describe_teacher
 from simdistill.training.progress import TrainProgress
 from simdistill.training.teacher import open_split
 
@@ -49,38 +49,6 @@ class ExportReport:
             f"(summed over tasks): {self.forward_seconds:.1f} s; writes: {self.write_seconds:.1f} s\n"
             f"written: {mb:.1f} MB ({mb / max(self.wall_seconds, 1e-9):.2f} MB/s)"
         )
-
-
-def check_teacher_checkpoint(cfg: Config, checkpoint: Path) -> dict[str, Any]:
-    """The checkpoint must be a teacher whose architecture matches cfg.model (a clear error otherwise)."""
-    payload = load_checkpoint(checkpoint, expect_kind="teacher")
-    theirs = payload["config"].get("model")
-    ours = config_to_dict(cfg.model)
-    if theirs != ours:
-        key, mine, stored = first_difference(ours, theirs, "model") or ("model", ours, theirs)
-        diff = f"{key}: config {mine!r} vs checkpoint {stored!r}"
-        raise CheckpointError(
-            f"checkpoint '{checkpoint}' was trained with a different model config ({diff}); export with the "
-            "config it was trained with"
-        )
-    for key in ("final_height", "final_width"):
-        if payload["config"]["augment"][key] != getattr(cfg.augment, key):
-            raise CheckpointError(f"checkpoint '{checkpoint}' expects augment.{key}="
-                                  f"{payload['config']['augment'][key]}, the config says {getattr(cfg.augment, key)}")
-    return payload
-
-
-def describe_teacher(cfg: Config, checkpoint: Path) -> dict[str, Any]:
-    """Check the teacher loads (a clear error before any worker starts) and return what the store records of it."""
-    if cfg.export.teacher == "mmdet3d":
-        from simdistill.interop.mmdet3d_teacher import load_mmdet3d_teacher, mmdet3d_teacher_identity
-
-        load_mmdet3d_teacher(cfg, checkpoint)  # config, weights, tap paths and head tasks are checked here
-        identity = mmdet3d_teacher_identity(cfg, checkpoint)
-    else:
-        check_teacher_checkpoint(cfg, checkpoint)
-        identity = {"name": "simdistill-bevfusion", "checkpoint": str(checkpoint.resolve())}
-    return {**identity, "checkpoint_sha256": file_sha256(checkpoint), "config": config_to_dict(cfg.model)}
 
 
 @contextlib.contextmanager

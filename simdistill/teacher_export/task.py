@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from simdistill.config import Config, config_from_dict
-from simdistill.models import build_model
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sample import collate
 from simdistill.pipeline.sources import open_data_source
 from simdistill.teacher_export.targets import teacher_view_arrays
-from simdistill.training.checkpoint import load_checkpoint
+from simdistill.teacher_export.teacher import load_teacher
 
 
 @dataclass
@@ -42,17 +41,8 @@ class TaskStats:
 
 @lru_cache(maxsize=2)
 def _teacher(checkpoint: str, device: str, cfg_json: str) -> torch.nn.Module:
-    """The export's teacher, once per worker process: ours from its checkpoint, or a tapped mmdet3d detector."""
-    cfg = config_from_dict(json.loads(cfg_json))
-    if cfg.export.teacher == "mmdet3d":
-        from simdistill.interop.mmdet3d_teacher import load_mmdet3d_teacher
-
-        return load_mmdet3d_teacher(cfg, Path(checkpoint), device=device)
-    payload = load_checkpoint(checkpoint, expect_kind="teacher")
-    cfg = config_from_dict(payload["config"])
-    model = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval()
+    """The export's teacher, loaded once per worker process."""
+    return load_teacher(config_from_dict(json.loads(cfg_json)), Path(checkpoint), device=device)
 
 
 @lru_cache(maxsize=2)
