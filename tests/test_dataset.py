@@ -157,9 +157,11 @@ def test_multi_sweep_points_follow_the_devkit(tiny_world: Path) -> None:
 
 
 def test_from_config_maps_train_and_val(tiny_world: Path) -> None:
+    from simdistill.pipeline import open_data_source
+
     data = DataConfig(dataroot=str(tiny_world), version=VERSION, sweeps=2)
-    train = NuScenesSource.from_config(data, split="train")
-    val = NuScenesSource.from_config(data, split="val")
+    train = open_data_source(data, "train")
+    val = open_data_source(data, "val")
     assert train.split == "mini_train" and val.split == "mini_val" and train.sweeps == 2
     assert not set(train.tokens) & set(val.tokens)
 

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from simdistill.config import CAMERA_NAMES, CLASS_NAMES, DataConfig
+from simdistill.config import CAMERA_NAMES, CLASS_NAMES
 from simdistill.errors import DataError
 from simdistill.pipeline.geometry import pose_matrix, quaternion_to_matrix, transform_points
 from simdistill.pipeline.sample import Sample
@@ -203,12 +203,6 @@ class NuScenesSource:
                 f"split '{split}' has no scenes in dataroot {self.dataroot} (scenes present: {present}); "
                 "choose another split or regenerate the data with scenes of this split"
             )
-
-    @classmethod
-    def from_config(cls, data: DataConfig, *, split: str, drop_empty_boxes: bool = True) -> "NuScenesSource":
-        """`split` is 'train' or 'val' (-> data.train_split / data.val_split) or a devkit split name."""
-        name = {"train": data.train_split, "val": data.val_split}.get(split, split)
-        return cls(data.dataroot, data.version, name, sweeps=data.sweeps, drop_empty_boxes=drop_empty_boxes)
 
     # The devkit instance is re-loaded (once per process) after unpickling, e.g. in a Dask worker.
     def __getstate__(self) -> dict[str, Any]:
