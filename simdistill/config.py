@@ -453,6 +453,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"student_train.variant '{cfg.student_train.variant}' is unknown; use simdistill or baseline")
     if cfg.export.teacher not in ("simdistill", "mmdet3d"):
         raise ConfigError(f"export.teacher '{cfg.export.teacher}' is unknown; use simdistill or mmdet3d")
+    if cfg.export.teacher == "simdistill" and (cfg.export.taps or cfg.export.teacher_config):
+        raise ConfigError("--tap and --teacher-config apply to an mmdet3d teacher; add --teacher mmdet3d or drop them")
     if cfg.export.teacher == "mmdet3d" and not cfg.export.teacher_config:
         raise ConfigError("export.teacher is mmdet3d but no model config is given; pass --teacher-config CFG.py")
     if cfg.model.backbone.feature_stride not in (8, 16):

@@ -86,6 +86,14 @@ def test_tap_paths_family_and_overrides() -> None:
         tap_paths("bevfusion", ["cam_bev"])
 
 
+def test_tap_options_without_an_mmdet3d_teacher_are_refused(tiny_config) -> None:
+    from simdistill.config import validate
+
+    tiny_config.export.taps = ("cam_bev=vtransform",)
+    with pytest.raises(ConfigError, match="add --teacher mmdet3d"):
+        validate(tiny_config)
+
+
 def _mmdet3d_style_head_output(b: int, h: int, w: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return tuple(
