@@ -156,7 +156,7 @@ def forward_only_task(*, cfg_dict: dict[str, Any], split_name: str, checkpoint: 
     from simdistill.config import config_from_dict
     from simdistill.pipeline.augment import AugParams
     from simdistill.pipeline.sample import collate
-    from simdistill.teacher_export.targets import teacher_view_arrays
+    from simdistill.teacher_export.view_arrays import teacher_view_arrays
     from simdistill.teacher_export.task import _builder, _teacher
 
     t_start = time.perf_counter()

@@ -5,7 +5,7 @@ Measures and prints; never run in CI.
     python benchmarks/step_time.py --steps 24 --warmup 4 --rounds 3 --threads 2   # on a quiet machine
 
 Side by side, same config, seed, variant (simdistill), batch and torch threads, each mode in its own
-subprocess (so peak RSS is per mode), `train_student(..., evaluate=False, stop_after=--steps)`, the modes
+subprocess (so peak RSS is per mode), `train_student(..., stop_after=--steps)`, the modes
 interleaved over --rounds (a b c d a b c d ...) so load from other jobs falls on all of them alike:
   (a) none    no distillation targets at all (`distill.losses=[]`, no store)
   (b) dask    targets from the store through the Dask read-ahead loader (`student_train.loader=dask`)
@@ -73,7 +73,7 @@ def child(args: argparse.Namespace) -> None:
     store = str(args.workdir / "demo_lossless.zarr") if args.child in ("b", "c") else None
     online = args.teacher if args.child == "d" else None
     t0 = time.perf_counter()
-    train_student(cfg, out_dir=args.out, store=store, online_teacher=online, resume=False, evaluate=False,
+    train_student(cfg, out_dir=args.out, store=store, online_teacher=online, resume=False,
                   progress=False, stop_after=args.steps)
     print(json.dumps({"peak_rss_mb": C.peak_rss_mb(), "prefetchers": built["prefetchers"],
                       "seconds": time.perf_counter() - t0}))
@@ -134,7 +134,7 @@ def loader_rates(cfg: Any, *, url: Path, rounds: int) -> dict[str, Any]:
     """Views/s of the read-ahead loader and of direct reads over one epoch's batches, interleaved rounds."""
     from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
     from simdistill.student_train.distill_step import arrays_needed
-    from simdistill.student_train.sources import StoreTargets
+    from simdistill.student_train.target_sources import StoreTargets
     from simdistill.student_train.trainer import epoch_batches
 
     arrays = arrays_needed(C.LOSS_TERMS)

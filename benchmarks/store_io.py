@@ -6,7 +6,7 @@ distillation losses on stored vs fp32 targets. Measures and prints; never run in
 
 1. Demo size, in --repeats interleaved rounds (medians reported): the teacher forward alone (build inputs +
    forward + target encoding, no writes) as Dask tasks over the same view ranges, workers and threads as an
-   export, then `export_teacher` of the demo train split lossless and lossy (`store.lossy=true`). Prints
+   export, then `export_teacher` of the demo train split lossless and lossy (`store_format.lossy=true`). Prints
    bytes per view and stored bits per value per array (`store_info`), write throughput and three ratios:
    END-TO-END (export wall / forward-alone wall, both incl. Dask cluster start-up), task-sum (export task
    walls / forward-alone task walls) and PER-TASK (each export task's wall / its own build + forward, from
@@ -62,9 +62,9 @@ def forward_alone(cfg: Any, *, teacher: Path) -> dict[str, Any]:
     from simdistill.pipeline.augment import ViewBuilder
     from simdistill.teacher_export.export import dask_client
     from simdistill.teacher_export.plan import plan_views
-    from simdistill.training.teacher import open_split
+    from simdistill.pipeline.sources import open_data_source
 
-    plan = plan_views(cfg, ViewBuilder(open_split(cfg, "train"), cfg.augment, train=True))
+    plan = plan_views(cfg, ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=True))
     k = cfg.export.views_per_task
     ranges = [list(range(s, min(s + k, plan.n_views))) for s in range(0, plan.n_views, k)]
     cfg_dict = config_to_dict(cfg)
@@ -154,7 +154,7 @@ def demo_exports(cfg: Any, *, teacher: Path, workdir: Path, repeats: int) -> tup
         fwd = forward_alone(cfg, teacher=teacher)
         for mode, per_round in rounds.items():
             mcfg = copy.deepcopy(cfg)
-            mcfg.store.lossy = mode == "lossy"
+            mcfg.store_format.lossy = mode == "lossy"
             C.log(f"demo round {r + 1}/{repeats}: export-teacher, {mode}")
             url = workdir / f"demo_{mode}.zarr"
             report, tasks = export_store(mcfg, teacher=teacher, out=url,
@@ -181,8 +181,8 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
     from simdistill.pipeline.augment import ViewBuilder
     from simdistill.pipeline.sample import collate
     from simdistill.student_train.distill_step import TeacherTargets, arrays_needed, student_losses
-    from simdistill.student_train.sources import OnlineTeacher
-    from simdistill.training.teacher import open_split
+    from simdistill.student_train.target_sources import OnlineTeacher
+    from simdistill.pipeline.sources import open_data_source
 
     cfg = copy.deepcopy(cfg)
     cfg.distill.losses = C.LOSS_TERMS
@@ -192,7 +192,7 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
     student = build_model("simdistill", cfg.model, (cfg.augment.final_height, cfg.augment.final_width)).eval()
     readers = {name: open_store(str(url)) for name, url in stores.items()}
     meta = next(iter(readers.values())).read_views(list(range(n_views)), ["aug", "sample_index"])
-    builder = ViewBuilder(open_split(cfg, "train"), cfg.augment, train=True)
+    builder = ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=True)
     arrays = arrays_needed(C.LOSS_TERMS)
     gen = torch.Generator().manual_seed(cfg.seed)
     worst: dict[str, dict[str, dict[str, float]]] = {}
@@ -253,7 +253,7 @@ def paper_size(workdir: Path, *, samples: int) -> dict[str, Any]:
     out: dict[str, Any] = {"samples": samples, "teacher": "random init (seed 0)", "world": "1600x900, 1 sweep"}
     for mode in ("lossless", "lossy"):
         mcfg = copy.deepcopy(cfg)
-        mcfg.store.lossy = mode == "lossy"
+        mcfg.store_format.lossy = mode == "lossy"
         url = workdir / f"paper_{mode}.zarr"
         C.log(f"paper: exporting {samples} views at paper size, {mode}")
         report, _ = export_store(mcfg, teacher=ckpt, out=url, stats_path=workdir / f"paper_{mode}_tasks.jsonl")

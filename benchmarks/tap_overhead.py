@@ -56,7 +56,7 @@ def main() -> None:
     from simdistill.models import build_model
     from simdistill.pipeline.augment import ViewBuilder
     from simdistill.pipeline.sample import collate
-    from simdistill.training.teacher import open_split
+    from simdistill.pipeline.sources import open_data_source
 
     cfg = load_config(args.config, [f"data.dataroot={args.dataroot}"])
     init_default_scope("mmdet3d")
@@ -64,7 +64,7 @@ def main() -> None:
     detector = MODELS.build(MMConfig(cpu_bevfusion_config(cfg)).model).eval()
     tapped = TappedTeacher(detector, cfg.model).eval()
     native = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width)).eval()
-    builder = ViewBuilder(open_split(cfg, "train"), cfg.augment, train=False)
+    builder = ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=False)
     batches = [collate([builder.build(i, builder.test_params(i))]) for i in range(args.views)]
     C.log(f"{args.views} views, {args.rounds} rounds, {args.threads} threads, config {args.config.name}")
 

@@ -1,18 +1,28 @@
 """`simdistill` command line: thin Typer commands that parse, validate and call one function each.
 
-Every user error (`SimDistillError`) becomes a one-line message on stderr and exit code 2.
+Every user error (`SimDistillError`) becomes a one-line message on stderr and exit code 2. The store's
+subcommands (`simdistill store info|verify|show`) live in `simdistill.cli_store`.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
 
-from simdistill.errors import SimDistillError
+from simdistill.cli_common import (
+    ConfigOpt,
+    EvaluateOpt,
+    ResumeOpt,
+    RunOut,
+    SchedulerOpt,
+    SetOpt,
+    load_cli_config,
+    user_errors,
+)
+from simdistill.cli_store import store_app
 
 app = typer.Typer(
     name="simdistill",
@@ -26,47 +36,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-store_app = typer.Typer(help="Inspect and check a teacher feature store (info, verify, show).", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
-F = TypeVar("F", bound=Callable[..., Any])
+def _revalidate(cfg: Any) -> None:
+    """Options that set config fields are checked like the config itself."""
+    from simdistill.config import validate
 
-ConfigOpt = Annotated[
-    Optional[Path],
-    typer.Option("--config", "-c", help="YAML config (e.g. configs/demo.yaml). Default: configs/demo.yaml."),
-]
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", help="Dotted config override, repeatable: --set model.channels.cam=32"),
-]
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    validate(cfg)
 
 
-def user_errors(fn: F) -> F:
-    """Turn SimDistillError into `error: <message>` + exit 2 (no traceback for user errors)."""
+def _finish_run(result: Any, cfg: Any, out: Path, evaluate: bool) -> None:
+    """Print the run's summary and, once it has finished every step, its devkit metrics on val."""
+    typer.echo(result.to_text())
+    if evaluate and result.finished and result.rank == 0:
+        from simdistill.evaluation.run import evaluate_run
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SimDistillError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.secho("interrupted; finished work is kept (re-run the same command to resume)", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _config(config: Optional[Path], overrides: Optional[list[str]]):  # noqa: ANN202 - returns Config
-    from simdistill.config import load_config
-
-    path = config
-    if path is None:
-        path = Path("configs/demo.yaml") if Path("configs/demo.yaml").is_file() else DEFAULT_CONFIG
-    return load_config(path, list(overrides or []))
+        metrics = evaluate_run(result.model, cfg, out)
+        typer.echo(f"val mAP: {metrics['mAP']:.4f}  NDS: {metrics['NDS']:.4f}  (metrics: {out / 'metrics.json'})")
 
 
 @app.command("make-demo-data")
@@ -83,28 +69,19 @@ def make_demo_data_cmd(
     set_: SetOpt = None,
     mmdet3d_infos: Annotated[
         bool,
-        typer.Option(
-            "--mmdet3d-infos",
-            help="Also write mmdet3d v1.x info files (nuscenes_infos_train.pkl / _val.pkl) into the dataroot; "
-            "use them with --set data.infos_train=... data.infos_val=...",
-        ),
+        typer.Option("--mmdet3d-infos", help="Also write mmdet3d v1.x info files (nuscenes_infos_train.pkl / _val.pkl) "
+                     "into the dataroot; use them with --set data.infos_train=... data.infos_val=..."),
     ] = False,
 ) -> None:
     """Write a synthetic world in the real nuScenes v1.0 layout (loadable and scored by nuscenes-devkit)."""
     from simdistill.pipeline.synthetic import make_demo_data
 
-    cfg = _config(config, set_)
-    world = cfg.world
-    if seed is not None:
-        world.seed = seed
-    if scenes is not None:
-        world.scenes = scenes
-    if samples_per_scene is not None:
-        world.samples_per_scene = samples_per_scene
-    if version is not None:
-        world.version = version
-    summary = make_demo_data(out_dir, world, progress=True)
-    typer.echo(summary.to_text())
+    world = load_cli_config(config, set_).world
+    for key, value in (("seed", seed), ("scenes", scenes), ("samples_per_scene", samples_per_scene),
+                       ("version", version)):
+        if value is not None:
+            setattr(world, key, value)
+    typer.echo(make_demo_data(out_dir, world, progress=True).to_text())
     if mmdet3d_infos:
         from simdistill.pipeline.mmdet3d_infos_write import write_mmdet3d_infos
 
@@ -114,19 +91,13 @@ def make_demo_data_cmd(
 
 @app.command("train-teacher")
 @user_errors
-def train_teacher_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, logs and metrics.")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = True,
-    evaluate: Annotated[bool, typer.Option(help="Evaluate on the val split with the devkit at the end.")] = True,
-) -> None:
+def train_teacher_cmd(out: RunOut, config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = True,
+                      evaluate: EvaluateOpt = True) -> None:
     """Train the BEVFusion-style LiDAR-camera teacher on the train split, then evaluate it on val."""
-    from simdistill.training.teacher import train_teacher
+    from simdistill.training.teacher_trainer import train_teacher
 
-    cfg = _config(config, set_)
-    result = train_teacher(cfg, out_dir=out, resume=resume, evaluate=evaluate)
-    typer.echo(result.to_text())
+    cfg = load_cli_config(config, set_)
+    _finish_run(train_teacher(cfg, out_dir=out, resume=resume), cfg, out, evaluate)
 
 
 @app.command("export-teacher")
@@ -142,9 +113,7 @@ def export_teacher_cmd(
         Optional[int], typer.Option(help="Augmented views drawn per sample (1 = the test-time view).")
     ] = None,
     workers: Annotated[Optional[int], typer.Option(help="Local Dask worker processes.")] = None,
-    scheduler: Annotated[
-        Optional[str], typer.Option(help="Address of an existing Dask scheduler (tcp://host:8786).")
-    ] = None,
+    scheduler: SchedulerOpt = None,
     split: Annotated[Optional[str], typer.Option(help="Which split to export: train or val.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a store written with another config/teacher.")] = False,
     teacher: Annotated[
@@ -173,24 +142,14 @@ def export_teacher_cmd(
     """
     from simdistill.teacher_export.export import export_teacher
 
-    cfg = _config(config, set_)
-    if teacher is not None:
-        cfg.export.teacher = teacher
-    if teacher_config is not None:
-        cfg.export.teacher_config = str(teacher_config)
-    if tap_family is not None:
-        cfg.export.tap_family = tap_family
-    if tap:
-        cfg.export.taps = tuple(tap)
-    from simdistill.config import validate
-
-    validate(cfg)  # the options above are config fields too
-    if views_per_sample is not None:
-        cfg.export.views_per_sample = views_per_sample
-    if workers is not None:
-        cfg.export.workers = workers
-    if split is not None:
-        cfg.export.split = split
+    cfg = load_cli_config(config, set_)
+    chosen = {"teacher": teacher, "teacher_config": None if teacher_config is None else str(teacher_config),
+              "tap_family": tap_family, "taps": tuple(tap) if tap else None, "views_per_sample": views_per_sample,
+              "workers": workers, "split": split}
+    for key, value in chosen.items():
+        if value is not None:
+            setattr(cfg.export, key, value)
+    _revalidate(cfg)
     report = export_teacher(cfg, checkpoint=checkpoint, out=out, scheduler=scheduler, overwrite=overwrite)
     typer.echo(report.to_text())
 
@@ -198,7 +157,7 @@ def export_teacher_cmd(
 @app.command("train-student")
 @user_errors
 def train_student_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, logs and metrics.")],
+    out: RunOut,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     store: Annotated[
@@ -213,15 +172,15 @@ def train_student_cmd(
     online_teacher: Annotated[
         Optional[Path], typer.Option(help="Compute targets live from this teacher checkpoint instead of a store.")
     ] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for reading the store.")] = None,
+    scheduler: SchedulerOpt = None,
     no_gcm: Annotated[bool, typer.Option("--no-gcm", help="Ablation: SimDistill without the GCM.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue exactly from the last checkpoint in --out.")] = True,
-    evaluate: Annotated[bool, typer.Option(help="Evaluate on the val split at the end.")] = True,
+    resume: ResumeOpt = True,
+    evaluate: EvaluateOpt = True,
 ) -> None:
     """Train a camera-only student from cached teacher targets (or GT only, or with an online teacher)."""
     from simdistill.student_train.trainer import train_student
 
-    cfg = _config(config, set_)
+    cfg = load_cli_config(config, set_)
     if variant is not None:
         cfg.student_train.variant = variant
     if no_gcm:
@@ -229,14 +188,10 @@ def train_student_cmd(
     if losses is not None:
         names = [s.strip() for s in losses.split(",") if s.strip()]
         cfg.distill.losses = () if names in (["none"], []) else tuple(names)
-    from simdistill.config import validate
-
-    validate(cfg)
-    result = train_student(
-        cfg, out_dir=out, store=store, online_teacher=online_teacher, scheduler=scheduler, resume=resume,
-        evaluate=evaluate,
-    )
-    typer.echo(result.to_text())
+    _revalidate(cfg)
+    result = train_student(cfg, out_dir=out, store=store, online_teacher=online_teacher, scheduler=scheduler,
+                           resume=resume)
+    _finish_run(result, cfg, out, evaluate)
 
 
 @app.command("evaluate")
@@ -264,52 +219,7 @@ def demo_cmd(
     """The whole pipeline on the embedded synthetic world: data → teacher → export → students → comparison."""
     from simdistill.demo import run_demo
 
-    cfg = _config(config, set_)
-    summary = run_demo(cfg, workdir=workdir)
-    typer.echo(summary)
-
-
-@store_app.command("info")
-@user_errors
-def store_info_cmd(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> None:
-    """Schema, teacher, dataset, views done/total, bytes per view per array, compression ratios."""
-    from simdistill.feature_store import store_info
-
-    typer.echo(store_info(store).to_text())
-
-
-@store_app.command("verify")
-@user_errors
-def store_verify_cmd(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> None:
-    """Read every finished view: checksums, finite values, shapes. Exit 1 listing bad views."""
-    from simdistill.feature_store import verify_store
-
-    report = verify_store(store, progress=True)
-    typer.echo(report.to_text())
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-@store_app.command("show")
-@user_errors
-def store_show_cmd(
-    store: Annotated[str, typer.Argument(help="Store path or URL.")],
-    view: Annotated[int, typer.Option("--view", "-v", help="View index.")] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("view.png"),
-    boxes: Annotated[bool, typer.Option(help="Draw the view's GT boxes (needs the dataset the store came from).")] = True,
-) -> None:
-    """Picture of one cached view: cam/LiDAR/fused BEV (channel norm), heatmap, foreground mask, GT boxes."""
-    from simdistill.feature_store import render_view_png
-    from simdistill.teacher_export.inspect import stored_view_gt_boxes
-
-    gt = None
-    if boxes:
-        try:
-            gt = stored_view_gt_boxes(store, view)
-        except SimDistillError as exc:
-            typer.secho(f"warning: GT boxes not drawn ({exc})", err=True, fg=typer.colors.YELLOW)
-    render_view_png(store, view, out, gt_boxes=gt)
-    typer.echo(f"wrote {out}")
+    typer.echo(run_demo(load_cli_config(config, set_), workdir=workdir))
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from simdistill.config import Config, config_to_dict
+from simdistill.config import DISTILL_LOSSES, Config, config_to_dict
 from simdistill.training.checkpoint import load_checkpoint
 
 STAGES = ("world", "teacher", "export", "baseline", "simdistill")
@@ -56,10 +56,18 @@ def _timed(label: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
     return result
 
 
+def _train_and_evaluate(train: Callable[[], Any], cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Run a trainer to the end, then evaluate its model on val (metrics.json in run_dir)."""
+    from simdistill.evaluation.run import evaluate_run
+
+    result = train()
+    return evaluate_run(result.model, cfg, run_dir)
+
+
 def run_demo(cfg: Config, *, workdir: Path) -> str:
     from simdistill.student_train.trainer import train_student
     from simdistill.teacher_export.export import export_teacher
-    from simdistill.training.teacher import train_teacher
+    from simdistill.training.teacher_trainer import train_teacher
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +82,8 @@ def run_demo(cfg: Config, *, workdir: Path) -> str:
     teacher_metrics = _finished(teacher_dir, "teacher.pt", cfg)
     if teacher_metrics is None:
         _log("teacher: training the LiDAR-camera teacher")
-        teacher_metrics = _timed("teacher", lambda: train_teacher(cfg, out_dir=teacher_dir).metrics, timings)
+        teacher_metrics = _timed("teacher", lambda: _train_and_evaluate(
+            lambda: train_teacher(cfg, out_dir=teacher_dir), cfg, teacher_dir), timings)
     else:
         _log("teacher: finished run found, skipped")
 
@@ -85,7 +94,7 @@ def run_demo(cfg: Config, *, workdir: Path) -> str:
 
     rows: dict[str, dict[str, Any]] = {"teacher (LiDAR+camera)": teacher_metrics}
     for variant, losses, label in (("baseline", (), "baseline (camera, GT only)"),
-                                   ("simdistill", ("imd", "cmd", "mmd_f", "mmd_p"), "SimDistill (cached teacher)")):
+                                   ("simdistill", DISTILL_LOSSES, "SimDistill (cached teacher)")):
         scfg = copy.deepcopy(cfg)
         scfg.student_train.variant = variant
         scfg.distill.losses = losses
@@ -93,8 +102,8 @@ def run_demo(cfg: Config, *, workdir: Path) -> str:
         metrics = _finished(run_dir, "student.pt", scfg)
         if metrics is None:
             _log(f"{variant}: training the student")
-            metrics = _timed(variant, lambda s=scfg, d=run_dir: train_student(s, out_dir=d, store=store).metrics,
-                             timings)
+            metrics = _timed(variant, lambda s=scfg, d=run_dir: _train_and_evaluate(
+                lambda: train_student(s, out_dir=d, store=store), s, d), timings)
         else:
             _log(f"{variant}: finished run found, skipped")
         rows[label] = metrics

@@ -95,10 +95,10 @@ def make_tiny_config(world: Path, extra: list[str] | None = None):
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher checkpoint trained for a few steps on the tiny world (no evaluation)."""
-    from simdistill.training.teacher import train_teacher
+    from simdistill.training.teacher_trainer import train_teacher
 
     out = tmp_path_factory.mktemp("teacher")
-    return train_teacher(make_tiny_config(tiny_world), out_dir=out, evaluate=False, progress=False).checkpoint
+    return train_teacher(make_tiny_config(tiny_world), out_dir=out, progress=False).checkpoint
 
 
 @pytest.fixture(scope="session")

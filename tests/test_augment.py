@@ -15,7 +15,6 @@ from simdistill.pipeline.augment import (
     AugParams,
     CameraAug,
     ViewBuilder,
-    aug_dim,
     augment,
     draw_params,
 )
@@ -76,7 +75,7 @@ def test_params_vector_round_trip_replays_view_bit_for_bit() -> None:
     sample = make_sample()
     params = draw_params(np.random.default_rng(7), POLICY, raw_hw=(RAW_H, RAW_W), n_sweeps=2, train=True)
     vec = params.to_vector()
-    assert vec.dtype == np.float32 and vec.shape == (aug_dim(6, 2),) == (len(AugParams.names(6, 2)),)
+    assert vec.dtype == np.float32 and vec.shape == (AugParams.aug_dim(6, 2),) == (len(AugParams.names(6, 2)),)
     stored = np.frombuffer(vec.tobytes(), dtype=np.float32)  # what the store hands back
     replayed = AugParams.from_vector(stored, 6, 2)
     assert replayed == params

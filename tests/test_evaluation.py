@@ -73,16 +73,16 @@ def test_attribute_rule_and_limits() -> None:
 
     rng = np.random.default_rng(1)
     metas = [_random_meta(rng, "a"), _random_meta(rng, "b")]
-    many = {"boxes": _random_boxes(rng, 600), "scores": rng.uniform(0, 1, 600), "labels": np.zeros(600, int)}
-    empty = {"boxes": np.zeros((0, 9)), "scores": np.zeros(0), "labels": np.zeros(0, int)}
+    many = Detections(_random_boxes(rng, 600), rng.uniform(0, 1, 600), np.zeros(600, int))
+    empty = Detections(np.zeros((0, 9)), np.zeros(0), np.zeros(0, int))
     sub = detections_to_submission([many, empty], metas)
     assert len(sub["results"]["a"]) == 500 and sub["results"]["b"] == []
-    assert min(r["detection_score"] for r in sub["results"]["a"]) == pytest.approx(np.sort(many["scores"])[-500])
+    assert min(r["detection_score"] for r in sub["results"]["a"]) == pytest.approx(np.sort(many.scores)[-500])
     json.dumps(sub)  # plain JSON types only
     with pytest.raises(DataError, match="one result per sample meta"):
         detections_to_submission([empty], metas)
     with pytest.raises(DataError, match="label out of range"):
-        detections_to_submission([{**many, "labels": np.full(600, 10)}, empty], metas)
+        detections_to_submission([Detections(many.boxes, many.scores, np.full(600, 10)), empty], metas)
 
 
 def _ground_truth_submission(source: NuScenesSource) -> tuple[dict, set[str]]:

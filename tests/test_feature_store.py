@@ -34,8 +34,8 @@ from simdistill.feature_store import (
     verify_store,
 )
 from simdistill.feature_store.codecs import lossy_max_abs, lossy_rel_error
-from simdistill.feature_store.render import box_corners_grid
-from simdistill.feature_store.schema import SCHEMA, array_shape, dim_sizes
+from simdistill.feature_store.show import box_corners_grid
+from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, array_shape, dim_sizes
 
 N_SAMPLES, VPS, P, K = 3, 2, 7, 5
 N_VIEWS = N_SAMPLES * VPS
@@ -194,7 +194,7 @@ def test_round_trip_equals_float16_of_masked_compacted_input(tmp_path: Path, cfg
         np.testing.assert_array_equal(batch["cam_bev"][i], expected_stored(tvs[v], cfg)["cam_bev"])
     assert batch["sample_index"].tolist() == [2, 0, 2, 0]
     a = reader.attrs
-    assert a["schema_version"] == 1 and a["teacher"]["checkpoint_sha256"] == SHA
+    assert a["schema_version"] == SCHEMA_VERSION and a["teacher"]["checkpoint_sha256"] == SHA
     assert a["bev"] == {"xbound": [-8.0, 8.0, 1.0], "ybound": [-6.0, 6.0, 1.0], "grid_size": [12, 16]}
     assert a["channels"] == {"cam": 4, "lidar": 6, "fused": 5}
     assert a["codecs"]["mode"] == "lossless" and a["class_names"][0] == "car" and len(a["tasks"]) == 6
@@ -208,7 +208,7 @@ def test_round_trip_equals_float16_of_masked_compacted_input(tmp_path: Path, cfg
 
 
 def test_without_compaction_boxes_are_kept_whole(tmp_path: Path) -> None:
-    cfg = tiny_cfg("store.compact_boxes=false")
+    cfg = tiny_cfg("store_format.compact_boxes=false")
     tvs = write_store(tmp_path / "s.zarr", cfg, views=1)
     got = open_store(tmp_path / "s.zarr").read_view(0, ["boxes"])["boxes"]
     np.testing.assert_array_equal(got, tvs[0].boxes.astype(np.float16).astype(np.float32))
@@ -273,7 +273,7 @@ def test_done_semantics_refuse_unfinished_views(tmp_path: Path, cfg: Config) -> 
     url = tmp_path / "s.zarr"
     write_store(url, cfg, views=2)
     writer = open_for_resume(str(url), cfg=cfg, attrs=make_attrs(cfg))
-    assert writer.pending_views() == [2, 3, 4, 5]
+    assert np.flatnonzero(~writer.done_views()).tolist() == [2, 3, 4, 5]
     reader = open_store(url)
     assert reader.done_views().tolist() == [True, True, False, False, False, False]
     reader.read_view(1)
@@ -326,16 +326,16 @@ def test_reader_refuses_other_schema_or_classes(tmp_path: Path, cfg: Config, key
         open_store(url, expect=cfg)
     msg = str(info.value)
     assert str(value) in msg
-    assert ("expects 1" in msg) if key == "schema_version" else ("'traffic_cone'" in msg)
+    assert (f"expects {SCHEMA_VERSION}" in msg) if key == "schema_version" else ("'traffic_cone'" in msg)
 
 
 def test_resume_refuses_other_teacher_config_or_dataset(tmp_path: Path, cfg: Config) -> None:
     url = str(tmp_path / "s.zarr")
     write_store(url, cfg, views=2)
-    with pytest.raises(StoreError, match=f"teacher checkpoint sha256 {SHA}, this run's teacher is {'b' * 64}"):
+    with pytest.raises(StoreError, match=f"teacher.checkpoint_sha256 was '{SHA}', now '{'b' * 64}'"):
         open_for_resume(url, cfg=cfg, attrs=make_attrs(cfg, sha="b" * 64))
     flipped = tiny_cfg("augment.rand_flip=false")
-    with pytest.raises(StoreError, match="exported with augment.rand_flip=True, this run has augment.rand_flip=False"):
+    with pytest.raises(StoreError, match="augment.rand_flip was True, now False"):
         open_for_resume(url, cfg=flipped, attrs=make_attrs(cfg))
     with pytest.raises(StoreError, match="dataset.sample_tokens"):
         open_for_resume(url, cfg=cfg, attrs=make_attrs(cfg, tokens=["x", "y", "z"]))
@@ -343,28 +343,28 @@ def test_resume_refuses_other_teacher_config_or_dataset(tmp_path: Path, cfg: Con
     moved = make_attrs(cfg)
     moved.teacher["checkpoint"], moved.dataset["dataroot"] = "/elsewhere/teacher.pt", "/elsewhere/data"
     writer = open_for_resume(url, cfg=tiny_cfg("export.workers=7", "student_train.lr=0.1"), attrs=moved)
-    assert writer.pending_views() == [2, 3, 4, 5]
+    assert np.flatnonzero(~writer.done_views()).tolist() == [2, 3, 4, 5]
     with pytest.raises(StoreError, match="already exists .* pass --overwrite"):
         create_store(url, cfg=cfg, n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(cfg))
     # what export-teacher calls: resume when compatible, refuse otherwise, replace with overwrite
     writer = create_or_resume_store(url, cfg=cfg, n_views=N_VIEWS, aug_dim=P, attrs=moved)
-    assert writer.pending_views() == [2, 3, 4, 5]
-    with pytest.raises(StoreError, match="augment.rand_flip=True, this run has augment.rand_flip=False.*--overwrite"):
+    assert np.flatnonzero(~writer.done_views()).tolist() == [2, 3, 4, 5]
+    with pytest.raises(StoreError, match="augment.rand_flip was True, now False.*--overwrite"):
         create_or_resume_store(url, cfg=flipped, n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(flipped))
     writer = create_or_resume_store(
         url, cfg=flipped, n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(flipped), overwrite=True
     )
     assert not writer.done_views().any()
     fresh = create_or_resume_store(str(tmp_path / "new.zarr"), cfg=cfg, n_views=N_VIEWS, aug_dim=P, attrs=moved)
-    assert fresh.pending_views() == list(range(N_VIEWS))
+    assert np.flatnonzero(~fresh.done_views()).tolist() == list(range(N_VIEWS))
 
 
 def test_open_for_write_uses_the_stores_own_config_and_reports_bytes(tmp_path: Path) -> None:
-    cfg = tiny_cfg("store.compact_boxes=false")
+    cfg = tiny_cfg("store_format.compact_boxes=false")
     url = str(tmp_path / "s.zarr")
     tvs = write_store(url, cfg, views=0)
     writer = open_for_write(url)  # what an export task in a worker process does: no config at hand
-    assert writer.cfg.store.compact_boxes is False and writer.n_views == N_VIEWS
+    assert writer.cfg.store_format.compact_boxes is False and writer.n_views == N_VIEWS
     nbytes = writer.write_view(3, tvs[3])
     view3_files = [
         f for f in Path(url).rglob("*") if f.is_file() and f.relative_to(url).parts[1:3] == ("c", "3")
@@ -544,8 +544,8 @@ def test_lossy_range_bound_is_exact(keepbits: int) -> None:
 
 def test_lossy_mode_error_bound_and_info(tmp_path: Path) -> None:
     keepbits = 4
-    cfg = tiny_cfg("store.lossy=true", f"store.lossy_keepbits={keepbits}",
-                   "store.lossy_arrays=[cam_bev, lidar_bev, fused_bev]")
+    cfg = tiny_cfg("store_format.lossy=true", f"store_format.lossy_keepbits={keepbits}",
+                   "store_format.lossy_arrays=[cam_bev, lidar_bev, fused_bev]")
     url = tmp_path / "lossy.zarr"
     tvs = write_store(url, cfg)
     reader = open_store(url, expect=cfg)
@@ -577,13 +577,13 @@ def test_lossy_mode_error_bound_and_info(tmp_path: Path) -> None:
 
 
 def test_lossy_settings_are_validated(tmp_path: Path) -> None:
-    cfg = tiny_cfg("store.lossy=true", "store.lossy_arrays=[cam_bev, aug]")
-    with pytest.raises(ConfigError, match="store.lossy_arrays names 'aug'"):
+    cfg = tiny_cfg("store_format.lossy=true", "store_format.lossy_arrays=[cam_bev, aug]")
+    with pytest.raises(ConfigError, match="store_format.lossy_arrays names 'aug'"):
         create_store(str(tmp_path / "s.zarr"), cfg=cfg, n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(cfg))
 
 
 def test_sharded_store_round_trips_per_whole_shard(tmp_path: Path) -> None:
-    cfg = tiny_cfg("store.sharding=true", "store.views_per_shard=4")
+    cfg = tiny_cfg("store_format.sharding=true", "store_format.views_per_shard=4")
     url = tmp_path / "sharded.zarr"
     n_samples = 5  # 10 views: shards of 4, 4, 2
     attrs = make_attrs(cfg, n_samples=n_samples)

@@ -227,13 +227,14 @@ def test_train_and_export_teacher_from_info_files(tiny_world: Path, infos: dict[
     from simdistill.feature_store import open_store
     from simdistill.teacher_export.export import export_teacher
     from simdistill.teacher_export.inspect import stored_view_gt_boxes
-    from simdistill.training.teacher import open_split, train_teacher
+    from simdistill.pipeline.sources import open_data_source
+    from simdistill.training.teacher_trainer import train_teacher
 
     cfg = make_tiny_config(tiny_world, [f"data.infos_train={infos['mini_train']}",
                                         f"data.infos_val={infos['mini_val']}", "export.split=val"])
-    assert isinstance(open_split(cfg, "train"), InfoFileSource)
-    result = train_teacher(cfg, out_dir=tmp_path / "run", evaluate=False, progress=False, stop_after=2)
-    assert result.steps == 2 and math.isfinite(result.final_loss) and result.checkpoint.is_file()
+    assert isinstance(open_data_source(cfg.data, "train"), InfoFileSource)
+    result = train_teacher(cfg, out_dir=tmp_path / "run", progress=False, stop_after=2)
+    assert result.steps == 2 and math.isfinite(result.last_terms["loss"]) and result.checkpoint.is_file()
 
     store = str(tmp_path / "val.zarr")
     export_teacher(cfg, checkpoint=result.checkpoint, out=store, progress=False)

@@ -8,14 +8,14 @@ ego2global, as mmdet3d's `lidar_nusc_box_to_global` does; attributes follow mmde
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from simdistill.config import CLASS_NAMES
 from simdistill.errors import DataError
+from simdistill.models.head import Detections
 from simdistill.pipeline.geometry import matrix_to_quaternion, rot_z, transform_points
 
 MAX_BOXES_PER_SAMPLE = 500  # the devkit refuses more
@@ -52,15 +52,6 @@ def attribute_for(name: str, speed: float) -> str:
     return DEFAULT_ATTRIBUTE[name]
 
 
-@dataclass
-class Detections:
-    """One sample's detections in its un-augmented LiDAR frame."""
-
-    boxes: np.ndarray  # [K, 9] (x, y, z, l, w, h, yaw, vx, vy)
-    scores: np.ndarray  # [K]
-    labels: np.ndarray  # [K] indices into class_names
-
-
 class HasPose(Protocol):
     token: str
     lidar2ego: np.ndarray
@@ -73,11 +64,8 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _unpack(result: Detections | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if isinstance(result, Mapping):
-        boxes, scores, labels = result["boxes"], result["scores"], result["labels"]
-    else:
-        boxes, scores, labels = result.boxes, result.scores, result.labels
+def _unpack(result: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    boxes, scores, labels = result.boxes, result.scores, result.labels
     box_arr = _as_numpy(boxes).astype(np.float64)
     if box_arr.size == 0:
         box_arr = np.zeros((0, 9))
@@ -123,7 +111,7 @@ def sample_boxes_to_global(
 
 
 def detections_to_submission(
-    results: Sequence[Detections | Mapping[str, Any]],
+    results: Sequence[Detections],
     metas: Sequence[HasPose],
     *,
     class_names: Sequence[str] = CLASS_NAMES,

@@ -1,25 +1,26 @@
 """The Zarr v3 feature store of cached teacher targets (DESIGN.md §5, §8).
 
-Schema in `schema.py`, codecs in `codecs.py`, writing in `writer.py` (with the storage transforms of
-`transforms.py` and the export lock of `lock.py`), reading in `reader.py`, read-ahead in `prefetch.py`,
-checks and summaries in `verify.py` / `info.py`, a picture of a view in `render.py`.
+Schema in `schema.py`, codecs in `codecs.py`, creating and resuming a store in `create.py`, writing views in
+`writer.py` (with the storage transforms of `transforms.py` and the export lock of `lock.py`), reading in
+`reader.py`, read-ahead in `prefetch.py`, checks and summaries in `verify.py` / `info.py`, a picture of a view in
+`show.py`.
 """
 
 from simdistill.feature_store.info import ArrayInfo, StoreInfo, store_info
 from simdistill.feature_store.prefetch import TargetPrefetcher, read_batch
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
-from simdistill.feature_store.render import render_view_png
+from simdistill.feature_store.show import render_view_png
 from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, ArraySpec, arrays_for_losses
 from simdistill.feature_store.transforms import TeacherView, compact_boxes
-from simdistill.feature_store.verify import VerifyReport, verify_store
-from simdistill.feature_store.writer import (
-    FeatureStoreWriter,
+from simdistill.feature_store.verify import VerifyReport, reset_bad_views, verify_store
+from simdistill.feature_store.create import (
     StoreAttrs,
     create_or_resume_store,
     create_store,
     open_for_resume,
     open_for_write,
 )
+from simdistill.feature_store.writer import FeatureStoreWriter
 
 __all__ = [
     "SCHEMA",
@@ -42,6 +43,7 @@ __all__ = [
     "open_store",
     "read_batch",
     "render_view_png",
+    "reset_bad_views",
     "store_info",
     "verify_store",
 ]

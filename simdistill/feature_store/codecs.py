@@ -38,7 +38,7 @@ from typing import Any
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 from zarr.codecs.numcodecs import BitRound
 
-from simdistill.config import StoreConfig
+from simdistill.config import StoreFormatConfig
 from simdistill.errors import ConfigError
 from simdistill.feature_store.schema import FEATURE_ARRAYS, SCHEMA
 
@@ -47,25 +47,25 @@ FLOAT16_MANTISSA_BITS = 10
 FLOAT16_MAX = 65504.0
 
 
-def lossy_arrays(store_cfg: StoreConfig) -> list[str]:
+def lossy_arrays(store_cfg: StoreFormatConfig) -> list[str]:
     """The arrays bit-rounded in lossy mode ([] in lossless mode); validated against the schema."""
     if not store_cfg.lossy:
         return []
     for name in store_cfg.lossy_arrays:
         if name not in FEATURE_ARRAYS:
             raise ConfigError(
-                f"store.lossy_arrays names '{name}', which is not a float16 store array; "
+                f"store_format.lossy_arrays names '{name}', which is not a float16 store array; "
                 f"choose from {', '.join(FEATURE_ARRAYS)}"
             )
     if not 0 <= store_cfg.lossy_keepbits <= FLOAT16_MANTISSA_BITS:
         raise ConfigError(
-            f"store.lossy_keepbits must be in 0..{FLOAT16_MANTISSA_BITS} (float16 mantissa bits), "
+            f"store_format.lossy_keepbits must be in 0..{FLOAT16_MANTISSA_BITS} (float16 mantissa bits), "
             f"got {store_cfg.lossy_keepbits}"
         )
     return list(store_cfg.lossy_arrays)
 
 
-def codec_mode(store_cfg: StoreConfig) -> str:
+def codec_mode(store_cfg: StoreFormatConfig) -> str:
     """'lossless' or 'lossy:bitround keepbits=N on [a, b]' (stored in the group attributes)."""
     arrays = lossy_arrays(store_cfg)
     if not arrays:
@@ -88,7 +88,7 @@ def lossy_rel_error(keepbits: int) -> float:
     return 2.0 ** (-(keepbits + 1))
 
 
-def array_codecs(name: str, store_cfg: StoreConfig) -> dict[str, Any]:
+def array_codecs(name: str, store_cfg: StoreFormatConfig) -> dict[str, Any]:
     """`filters`, `serializer` and `compressors` keyword arguments for zarr's `create_array`."""
     spec = SCHEMA[name]
     itemsize = {"float16": 2, "float32": 4, "int32": 4, "int16": 2, "bool": 1}[spec.dtype]
@@ -108,7 +108,7 @@ def array_codecs(name: str, store_cfg: StoreConfig) -> dict[str, Any]:
     return {"filters": filters, "serializer": BytesCodec(), "compressors": compressors}
 
 
-def codecs_attr(store_cfg: StoreConfig) -> dict[str, Any]:
+def codecs_attr(store_cfg: StoreFormatConfig) -> dict[str, Any]:
     """The codec description stored in the group attributes."""
     return {
         "mode": codec_mode(store_cfg),

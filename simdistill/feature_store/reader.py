@@ -112,9 +112,8 @@ class FeatureStoreReader:
 
 def corrupted_message(url: str, v: int, name: str, reason: str) -> str:
     return (
-        f"store {url}: view {v} array '{name}' is corrupted ({reason}); re-export it with "
-        "`simdistill export-teacher ...` (resume re-writes views whose done flag you reset) "
-        f"or run `simdistill store verify {url}`"
+        f"store {url}: view {v} array '{name}' is corrupted ({reason}); run `simdistill store verify --reset-bad "
+        f"{url}`, then re-run the same `simdistill export-teacher` command to rewrite the bad views"
     )
 
 

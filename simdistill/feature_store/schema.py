@@ -16,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from simdistill.config import CLASS_NAMES, Config
+from simdistill.config import CLASS_NAMES, DISTILL_LOSSES, Config
 from simdistill.errors import ConfigError
+from simdistill.models.head import BOX_CODE_SIZE
 
-SCHEMA_VERSION = 1
-
-BOX_CODE_SIZE = 10  # offset 2, height 1, log-dims 3, sin/cos 2, velocity 2
+SCHEMA_VERSION = 2  # 2: the config section `store` became `store_format`
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,6 @@ FEATURE_ARRAYS: tuple[str, ...] = tuple(n for n, s in SCHEMA.items() if s.is_fea
 
 VIEW_ARRAYS: tuple[str, ...] = tuple(n for n in SCHEMA if n != "done")
 """Arrays whose chunks hold a view's data; `done` is written after all of them."""
-
-LOSS_NAMES: tuple[str, ...] = ("imd", "cmd", "mmd_f", "mmd_p")
-
 
 def dim_sizes(cfg: Config, *, n_views: int, aug_dim: int) -> dict[str, int]:
     """Resolve the symbolic dimension names for a config."""
@@ -126,7 +122,7 @@ def arrays_for_losses(losses: list[str] | tuple[str, ...]) -> list[str]:
     `imd` → cam_bev; `cmd` → lidar_bev, fg_mask; `mmd_f` → fused_bev; `mmd_p` → heatmap, boxes
     (its box term also needs the GT-centre indices, which the trainer recomputes from GT boxes).
     """
-    unknown = [loss for loss in losses if loss not in LOSS_NAMES]
+    unknown = [loss for loss in losses if loss not in DISTILL_LOSSES]
     if unknown:
-        raise ConfigError(f"unknown distillation loss '{unknown[0]}'; choose from {', '.join(LOSS_NAMES)}")
+        raise ConfigError(f"unknown distillation loss '{unknown[0]}'; choose from {', '.join(DISTILL_LOSSES)}")
     return [name for name, spec in SCHEMA.items() if any(loss in spec.losses for loss in losses)]

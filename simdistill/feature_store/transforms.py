@@ -3,7 +3,7 @@
 1. `lidar_bev × (fg_mask > 0)`: CMD only compares LiDAR features under the foreground mask, so
    the rest is dropped and compresses to nothing.
 2. `compact_boxes`: MMD-P's box term reads teacher box regressions only at the GT centre cells of
-   real objects, so every other cell is zeroed (optional, `store.compact_boxes`).
+   real objects, so every other cell is zeroed (optional, `store_format.compact_boxes`).
 3. Cast to float16, refusing values that float16 (or, in lossy mode, bit-rounding) cannot hold.
 """
 

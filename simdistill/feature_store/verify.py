@@ -32,7 +32,7 @@ class VerifyReport:
 
     @property
     def bad_views(self) -> list[int]:
-        """Views to reset and re-export (empty when a problem concerns whole arrays only)."""
+        """Views to reset and re-export (`reset_bad_views`; empty when a problem concerns whole arrays only)."""
         return sorted({v for v, _, _ in self.bad if v != ALL_VIEWS})
 
     def to_text(self) -> str:
@@ -93,3 +93,16 @@ def verify_store(url: str, *, progress: bool = True) -> VerifyReport:
                     report.bad.append((v, name, problem))
             bar.advance(task)
     return report
+
+
+def reset_bad_views(report: VerifyReport) -> list[int]:
+    """Clear the done flag of every view `report` found bad, under the export lock, so that re-running the same
+    export rewrites exactly those views. Returns the views reset."""
+    from simdistill.feature_store.create import open_for_write
+
+    views = report.bad_views
+    if views:
+        writer = open_for_write(report.url)
+        with writer.lock():
+            writer.reset_done(views)
+    return views

@@ -21,15 +21,15 @@ from simdistill.config import ModelConfig
 from simdistill.errors import ConfigError
 from simdistill.interop.bevfusion_inputs import batch_to_bevfusion_inputs
 from simdistill.interop.feature_tap import FeatureTap
-from simdistill.models.head import BOX_CODE_SIZE, CenterHead
+from simdistill.models.head import BOX_CODE_SIZE, BRANCHES, CenterHead
 from simdistill.models.outputs import BEVOutputs
 from simdistill.pipeline.sample import Batch
 
 __all__ = ["FAMILIES", "TAP_NAMES", "TapFamily", "TappedTeacher", "centerhead_outputs", "tap_paths"]
 
 TAP_NAMES: tuple[str, ...] = ("cam_bev", "lidar_bev", "fused_bev", "head")
-# mmdet3d CenterHead's regression heads, in the order of our 10-value box layout (simdistill.models.head).
-CENTERHEAD_KEYS: tuple[tuple[str, int], ...] = (("reg", 2), ("height", 1), ("dim", 3), ("rot", 2), ("vel", 2))
+# mmdet3d CenterHead's regression heads carry the same names and sizes as ours, in our box layout's order.
+CENTERHEAD_KEYS: tuple[tuple[str, int], ...] = BRANCHES
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,19 @@ from collections.abc import Callable
 
 from torch import nn
 
-from simdistill.config import ModelConfig
+from simdistill.config import STUDENT_VARIANTS, ModelConfig
 from simdistill.errors import ConfigError
 from simdistill.models.student import Student
 from simdistill.models.teacher import Teacher
 
 MODELS: dict[str, Callable[[ModelConfig, tuple[int, int]], nn.Module]] = {
     "teacher": lambda cfg, hw: Teacher(cfg, hw),
-    "simdistill": lambda cfg, hw: Student(cfg, hw, variant="simdistill"),
-    "baseline": lambda cfg, hw: Student(cfg, hw, variant="baseline"),
+    **{variant: (lambda cfg, hw, v=variant: Student(cfg, hw, variant=v)) for variant in STUDENT_VARIANTS},
 }
 
 
 def build_model(kind: str, cfg: ModelConfig, final_hw: tuple[int, int]) -> nn.Module:
-    """kind: teacher | simdistill | baseline; final_hw: (augment.final_height, augment.final_width)."""
+    """kind: one of config.MODEL_KINDS; final_hw: (augment.final_height, augment.final_width)."""
     if kind not in MODELS:
         raise ConfigError(f"model kind '{kind}' is unknown; choose one of {', '.join(MODELS)}")
     return MODELS[kind](cfg, tuple(final_hw))

@@ -18,6 +18,12 @@ import torch
 from simdistill.config import CLASS_NAMES
 
 
+def channel_ranges(task_sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, stop) of each task's channels in a heatmap that concatenates the tasks in order."""
+    starts = np.cumsum([0, *task_sizes]).tolist()
+    return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
 @dataclass(frozen=True)
 class TaskLayout:
     """How heatmap channels, (task, class-in-task) pairs and global class indices map onto each other.
@@ -37,8 +43,7 @@ class TaskLayout:
 
     def task_channels(self, task: int) -> tuple[int, int]:
         """[start, stop) of `task`'s channels in the concatenated heatmap."""
-        start = sum(len(t) for t in self.tasks[:task])
-        return start, start + len(self.tasks[task])
+        return channel_ranges([len(t) for t in self.tasks])[task]
 
     def to_global(self, task: int, class_in_task: int) -> int:
         """(task, class-in-task) -> index into CLASS_NAMES."""

@@ -56,11 +56,15 @@ class HeadTargets:
 
 @dataclass
 class Detections:
-    """Decoded boxes of one sample, in the grid's (augmented) LiDAR frame, sorted by score."""
+    """Decoded boxes of one sample, in the grid's LiDAR frame, sorted by score (torch tensors from `decode`;
+    evaluation also accepts numpy arrays of the same shapes)."""
 
     boxes: torch.Tensor  # [K, 9] (x, y, z, l, w, h, yaw, vx, vy)
     scores: torch.Tensor  # [K]
     labels: torch.Tensor  # [K] long, indices into CLASS_NAMES
+
+    def cpu(self) -> "Detections":
+        return Detections(self.boxes.detach().cpu(), self.scores.detach().cpu(), self.labels.detach().cpu())
 
 
 def fg_mask(targets: HeadTargets) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simdistill.config import ModelConfig
+from simdistill.config import STUDENT_VARIANTS, ModelConfig
 from simdistill.errors import ConfigError
 from simdistill.models.backbone import ImageBackbone, conv_bn_relu, image_features
 from simdistill.models.decoder import BEVDecoder
@@ -18,8 +18,6 @@ from simdistill.models.head import CenterHead
 from simdistill.models.lss import LSSTransform
 from simdistill.models.outputs import BEVOutputs
 from simdistill.pipeline.sample import Batch
-
-VARIANTS = ("simdistill", "baseline")
 
 
 class Student(nn.Module):
@@ -31,14 +29,10 @@ class Student(nn.Module):
 
     uses_lidar = False  # forward never reads batch.points
 
-    def __init__(
-        self, cfg: ModelConfig, final_hw: tuple[int, int], *, variant: str = "simdistill", use_gcm: bool | None = None
-    ) -> None:
+    def __init__(self, cfg: ModelConfig, final_hw: tuple[int, int], *, variant: str = "simdistill") -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ConfigError(f"student variant '{variant}' is unknown; use one of {', '.join(VARIANTS)}")
-        if variant == "baseline" and use_gcm:
-            raise ConfigError("the baseline student has no simulated-LiDAR branch for a GCM; use variant 'simdistill'")
+        if variant not in STUDENT_VARIANTS:
+            raise ConfigError(f"student variant '{variant}' is unknown; use one of {', '.join(STUDENT_VARIANTS)}")
         self.cfg = cfg
         self.variant = variant
         self.final_hw = tuple(final_hw)
@@ -57,7 +51,7 @@ class Student(nn.Module):
         self.adapter: nn.Module | None = None
         if variant == "simdistill":
             self.sim_lidar_lift = lift()  # -> sim_lidar_bev
-            if cfg.gcm.enabled if use_gcm is None else use_gcm:
+            if cfg.gcm.enabled:
                 self.gcm = GCM(ch.cam, cfg.gcm, cfg.bev.grid_size)
             self.adapter = conv_bn_relu(ch.cam, ch.lidar)
             self.fuser = ConvFuser([ch.cam, ch.cam], ch.fused)

@@ -25,7 +25,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from simdistill.config import CAMERA_NAMES, AugmentConfig
+from simdistill.config import CAMERA_NAMES, AugmentConfig, Config
 from simdistill.errors import DataError
 from simdistill.pipeline.geometry import rot_z, transform_boxes, transform_points
 from simdistill.pipeline.sample import Sample, View
@@ -121,16 +121,6 @@ class AugParams:
 
     def replace(self, **changes: object) -> "AugParams":
         return dataclasses.replace(self, **changes)
-
-
-def aug_names(n_cams: int, n_sweeps: int) -> list[str]:
-    """The replay-vector layout (same as `AugParams.names`)."""
-    return AugParams.names(n_cams, n_sweeps)
-
-
-def aug_dim(n_cams: int, n_sweeps: int) -> int:
-    """Length of the replay vector (same as `AugParams.aug_dim`)."""
-    return AugParams.aug_dim(n_cams, n_sweeps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,12 +302,18 @@ class ViewBuilder:
     """Draw and build augmented views of a source's samples under one policy."""
 
     def __init__(self, source: SampleSource, policy: AugmentConfig, *, train: bool, max_points: int = 0) -> None:
+        """`max_points` > 0 subsamples each view's merged points to that many (seeded by the view's params)."""
         self.source = source
         self.policy = policy
         self.train = train
         self.max_points = max_points
         self.n_cams = len(CAMERA_NAMES)
         self.n_sweeps = source.sweeps
+
+    @classmethod
+    def for_config(cls, source: SampleSource, cfg: Config, *, train: bool) -> "ViewBuilder":
+        """The builder a run of `cfg` uses: its augmentation policy and `data.max_points`."""
+        return cls(source, cfg.augment, train=train, max_points=cfg.data.max_points)
 
     def __len__(self) -> int:
         return len(self.source)

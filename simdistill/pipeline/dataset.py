@@ -159,6 +159,13 @@ def split_sample_tokens(nusc: Any, split: str) -> list[str]:
     return tokens
 
 
+def sensor_calib(nusc: Any, sd: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(sensor2ego, ego2global) of one sample_data record, each 4x4 float64."""
+    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    pose = nusc.get("ego_pose", sd["ego_pose_token"])
+    return pose_matrix(cs["translation"], cs["rotation"]), pose_matrix(pose["translation"], pose["rotation"])
+
+
 @dataclass(frozen=True)
 class SampleMeta:
     """What evaluation needs to put LiDAR-frame boxes into the global frame."""
@@ -225,10 +232,7 @@ class NuScenesSource:
     # ----------------------------------------------------------------------------------------------
 
     def _calib(self, sd: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(sensor2ego, ego2global) of one sample_data record."""
-        cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-        pose = self.nusc.get("ego_pose", sd["ego_pose_token"])
-        return pose_matrix(cs["translation"], cs["rotation"]), pose_matrix(pose["translation"], pose["rotation"])
+        return sensor_calib(self.nusc, sd)
 
     def _sample_data(self, sample: dict[str, Any], channel: str) -> dict[str, Any]:
         if channel not in sample["data"]:

@@ -35,8 +35,9 @@ from simdistill.pipeline.dataset import (
     check_split,
     load_nuscenes,
     require_file,
+    sensor_calib,
 )
-from simdistill.pipeline.geometry import pose_matrix, quaternion_to_matrix
+from simdistill.pipeline.geometry import quaternion_to_matrix
 from simdistill.pipeline.mmdet3d_infos import MMDET3D_CLASSES
 
 MAX_SWEEPS = 10  # create_nuscenes_infos(max_sweeps=10), what tools/create_data.py passes
@@ -112,19 +113,12 @@ def _rigid_inverse(mat: np.ndarray) -> np.ndarray:
     return inv
 
 
-def _calib(nusc: Any, sd: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(sensor2ego, ego2global) float64 of one sample_data record."""
-    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-    pose = nusc.get("ego_pose", sd["ego_pose_token"])
-    return pose_matrix(cs["translation"], cs["rotation"]), pose_matrix(pose["translation"], pose["rotation"])
-
-
 def _data_info(
     nusc: Any, root: Path, sample: dict[str, Any], index: int, *, with_gt: bool, ignored: set[str]
 ) -> dict[str, Any]:
     """One `data_list` entry, keys in update_nuscenes_infos' order (None-valued keys dropped as it drops them)."""
     lidar_sd = nusc.get("sample_data", sample["data"][LIDAR_NAME])
-    lidar2ego, ego2global = _calib(nusc, lidar_sd)
+    lidar2ego, ego2global = sensor_calib(nusc, lidar_sd)
     global2lidar = np.linalg.inv(ego2global @ lidar2ego)
     lidar_path = require_file(root / lidar_sd["filename"], root)  # the converter's check_file_exist
 
@@ -148,7 +142,7 @@ def _data_info(
 def _image_info(nusc: Any, sample: dict[str, Any], cam: str, global2lidar: np.ndarray) -> dict[str, Any]:
     sd = nusc.get("sample_data", sample["data"][cam])
     cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-    cam2ego, cam_ego2global = _calib(nusc, sd)
+    cam2ego, cam_ego2global = sensor_calib(nusc, sd)
     cam2lidar = global2lidar @ cam_ego2global @ cam2ego  # through the camera's own ego pose (obtain_sensor2top)
     return {
         "img_path": Path(sd["filename"]).name,
@@ -166,7 +160,7 @@ def _lidar_sweeps(nusc: Any, root: Path, key_sd: dict[str, Any], global2lidar: n
     sd = key_sd
     while len(sweeps) < MAX_SWEEPS and sd["prev"]:
         sd = nusc.get("sample_data", sd["prev"])
-        sensor2ego, ego2global = _calib(nusc, sd)
+        sensor2ego, ego2global = sensor_calib(nusc, sd)
         sensor2lidar = global2lidar @ ego2global @ sensor2ego
         sweeps.append({
             "timestamp": sd["timestamp"] / 1e6,

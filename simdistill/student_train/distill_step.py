@@ -10,14 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from simdistill.config import Config
+from simdistill.config import DISTILL_LOSSES, Config
 from simdistill.errors import ConfigError
-from simdistill.models.outputs import BEVOutputs
+from simdistill.models.center_loss import gt_terms
 from simdistill.pipeline.sample import Batch
-from simdistill.student_train.losses import cmd_loss, gt_loss, imd_loss, mmd_f_loss, mmd_p_loss
+from simdistill.student_train.losses import cmd_loss, imd_loss, mmd_f_loss, mmd_p_loss
+from simdistill.training.fit import unwrap
 
-LOSS_KEYS = ("loss", "gt", "imd", "cmd", "mmd_f", "mmd_p")
+TERM_KEYS = ("loss", "gt", "gt_heatmap", "gt_bbox", *DISTILL_LOSSES)
+"""Every term a student step returns (and its JSONL log records); "loss" is their sum."""
+
 
 @dataclass
 class TeacherTargets:
@@ -50,17 +54,15 @@ def check_losses_for_variant(losses: tuple[str, ...], variant: str) -> None:
                           "--variant simdistill or drop cmd from --losses")
 
 
-def student_losses(out: BEVOutputs, batch: Batch, targets: TeacherTargets | None, head: torch.nn.Module,
-                   cfg: Config) -> dict[str, torch.Tensor]:
-    """{'loss', 'gt', 'imd', 'cmd', 'mmd_f', 'mmd_p'} (unused terms are 0) for one batch."""
+def student_terms(model: nn.Module, batch: Batch, targets: TeacherTargets | None,
+                  cfg: Config) -> dict[str, torch.Tensor]:
+    """The named terms (`TERM_KEYS`; unused distillation terms are 0) of one batch; the student sees no LiDAR."""
     d = cfg.distill
-    hc = cfg.model.head
-    gt_targets = head.build_targets(batch.gt_boxes, batch.gt_labels)
-    gt = gt_loss(out.heatmap, out.boxes, gt_targets.heatmap, gt_targets.indices, gt_targets.box_targets,
-                 gt_targets.mask, code_weights=hc.code_weights, bbox_weight=hc.loss_bbox_weight,
-                 task_sizes=[len(t) for t in hc.tasks])["total"]
-    zero = gt.new_zeros(())
-    terms = {"gt": gt, "imd": zero, "cmd": zero, "mmd_f": zero, "mmd_p": zero}
+    out = model(batch.without_points())
+    head = unwrap(model).head
+    terms, gt_targets = gt_terms(head, out.heatmap, out.boxes, batch.gt_boxes, batch.gt_labels)
+    zero = terms["gt"].new_zeros(())
+    terms.update({name: zero for name in DISTILL_LOSSES})
     if d.losses and targets is None:
         raise ConfigError("distillation losses were chosen but no teacher targets are available; pass --store or "
                           "--online-teacher, or --losses none")
@@ -73,8 +75,8 @@ def student_losses(out: BEVOutputs, batch: Batch, targets: TeacherTargets | None
     if "mmd_p" in d.losses:
         terms["mmd_p"] = mmd_p_loss(
             out.heatmap, targets.heatmap, out.boxes, targets.boxes, gt_targets.indices, gt_targets.mask,
-            code_weights=hc.code_weights, heatmap_weight=d.mmd_p_heatmap_weight, box_weight=d.mmd_p_box_weight,
-            qfl_threshold=d.qfl_threshold,
+            code_weights=head.cfg.code_weights, heatmap_weight=d.mmd_p_heatmap_weight,
+            box_weight=d.mmd_p_box_weight, qfl_threshold=d.qfl_threshold,
         )["total"]
-    terms["loss"] = sum(terms[k] for k in ("gt", "imd", "cmd", "mmd_f", "mmd_p"))
+    terms["loss"] = terms["gt"] + sum(terms[name] for name in DISTILL_LOSSES)
     return terms

@@ -16,12 +16,13 @@ from typing import Any, Iterator
 
 from simdistill.config import Config, config_to_dict
 from simdistill.errors import SimDistillError
+from simdistill.feature_store import StoreAttrs, create_or_resume_store
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.teacher_export.plan import pending_tasks, plan_views
 from simdistill.teacher_export.task import run_export_task
-from simdistill.teacher_export.teacher import describe_teacher
+from simdistill.teacher_export.teacher_loader import describe_teacher
+from simdistill.pipeline.sources import open_data_source
 from simdistill.training.progress import TrainProgress
-from simdistill.training.teacher import open_split
 
 
 @dataclass
@@ -81,13 +82,11 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
                    overwrite: bool = False, progress: bool = True) -> ExportReport:
     from distributed import as_completed
 
-    from simdistill.feature_store import StoreAttrs, create_or_resume_store
-
     checkpoint = Path(checkpoint)
     teacher = describe_teacher(cfg, checkpoint)
-    source = open_split(cfg, cfg.export.split)
+    source = open_data_source(cfg.data, cfg.export.split)
     split_name = source.split  # the devkit split name ('train' -> data.train_split)
-    builder = ViewBuilder(source, cfg.augment, train=True)
+    builder = ViewBuilder.for_config(source, cfg, train=True)
     plan = plan_views(cfg, builder)
     attrs = StoreAttrs(
         teacher=teacher,

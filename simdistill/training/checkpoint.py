@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from simdistill import __version__
-from simdistill.config import Config, config_from_dict, config_to_dict
+from simdistill.config import Config, config_from_dict, config_to_dict, describe_difference, first_difference
 from simdistill.errors import CheckpointError
 
 
@@ -82,18 +82,23 @@ def load_checkpoint(path: Path, *, expect_kind: str | tuple[str, ...] | None = N
     return payload
 
 
-def restore_for_resume(last: Path, *, kind: str, cfg: Config, model: torch.nn.Module,
-                       optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
-    """Load `last` into model/optimizer/scheduler/torch RNG if it exists; returns the step to continue from."""
+def restore_for_resume(last: Path, *, kind: str, content: dict[str, Any], model: torch.nn.Module,
+                       optimizer: torch.optim.Optimizer, lr_schedule: Any) -> int:
+    """Load `last` into model/optimizer/schedule/torch RNG if it exists; returns the step to continue from.
+
+    The run resumes only when its content (`simdistill.config.run_content` plus where its targets come from)
+    equals the checkpoint's: machine settings may change, anything else is a CheckpointError naming the key.
+    """
     if not Path(last).exists():
         return 0
     payload = load_checkpoint(last, expect_kind=kind)
-    if payload["config"] != config_to_dict(cfg):
-        raise CheckpointError(f"{last} was trained with a different config; pass --no-resume to start over "
-                              "or use another --out")
+    diff = first_difference(payload.get("content", {}), content)
+    if diff:
+        raise CheckpointError(f"{last} belongs to another run ({describe_difference(diff)}); resume with the same "
+                              "settings, pass --no-resume to start over, or use another --out")
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
+    lr_schedule.load_state_dict(payload["lr_schedule"])
     torch.set_rng_state(payload["torch_rng"])
     return int(payload["step"])
 

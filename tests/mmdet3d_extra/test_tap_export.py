@@ -25,14 +25,14 @@ from simdistill.errors import CheckpointError, ConfigError  # noqa: E402
 from simdistill.feature_store import open_store  # noqa: E402
 from simdistill.pipeline.augment import ViewBuilder  # noqa: E402
 from simdistill.student_train.distill_step import arrays_needed  # noqa: E402
-from simdistill.student_train.sources import OnlineTeacher, StoreTargets  # noqa: E402
+from simdistill.student_train.target_sources import OnlineTeacher, StoreTargets  # noqa: E402
 from simdistill.student_train.trainer import build_inputs  # noqa: E402
-from simdistill.training.teacher import open_split  # noqa: E402
+from simdistill.pipeline.sources import open_data_source  # noqa: E402
 
 FP16_RTOL = 2.0**-11
 FP16_ATOL = 2.0**-25
 ALL_LOSSES = ("imd", "cmd", "mmd_f", "mmd_p")
-EXACT_STORE = ["store.lossy_arrays=[]"]  # float16 only, so the comparison below is exact up to fp16
+EXACT_STORE = ["store_format.lossy_arrays=[]"]  # float16 only, so the comparison below is exact up to fp16
 
 
 def write_mmdet3d_teacher(cfg, out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
@@ -93,7 +93,7 @@ def test_store_written_from_an_mmdet3d_teacher_matches_its_tapped_tensors(tiny_w
     cpu = torch.device("cpu")
     cached = StoreTargets(store, cfg, arrays_needed(ALL_LOSSES))
     online = OnlineTeacher(ckpt, cfg, cpu)  # the same mmdet3d detector, run live and tapped
-    builder = ViewBuilder(open_split(cfg, "train"), cfg.augment, train=True)
+    builder = ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=True)
     batches = [[0, 1], [3, 2]]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the export worker (export.threads_per_worker): the same float summation order
@@ -139,7 +139,7 @@ def test_tapped_teacher_equals_the_detectors_own_forward(tiny_world, mm_teacher)
     config_path, ckpt = mm_teacher
     cfg = make_tiny_config(tiny_world, ["export.teacher=mmdet3d", f"export.teacher_config={config_path}"])
     teacher = OnlineTeacher(ckpt, cfg, torch.device("cpu")).model
-    builder = ViewBuilder(open_split(cfg, "train"), cfg.augment, train=False)
+    builder = ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=False)
     from simdistill.pipeline.sample import collate
 
     batch = collate([builder.build(i, builder.test_params(i)) for i in (0, 1)])
@@ -162,7 +162,7 @@ def test_mmdet3d_teacher_errors_are_clear(tiny_world, mm_teacher, tmp_path):
     wrong = make_tiny_config(tiny_world, ["export.teacher=mmdet3d", f"export.teacher_config={config_path}",
                                           "model.channels.cam=24"])
     teacher = load_mmdet3d_teacher(wrong, ckpt)
-    builder = ViewBuilder(open_split(wrong, "train"), wrong.augment, train=False)
+    builder = ViewBuilder(open_data_source(wrong.data, "train"), wrong.augment, train=False)
     from simdistill.pipeline.sample import collate
 
     batch = collate([builder.build(0, builder.test_params(0))])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from simdistill.feature_store import TeacherView
 from simdistill.models.outputs import BEVOutputs
 from simdistill.pipeline.sample import Batch
 
@@ -24,9 +25,7 @@ class TeacherArrays:
     centre_indices: np.ndarray  # [T, K] int64, row * W + col
     centre_mask: np.ndarray  # [T, K] bool
 
-    def to_teacher_view(self, *, aug: np.ndarray, sample_index: int, view: int):  # noqa: ANN201
-        from simdistill.feature_store import TeacherView
-
+    def to_teacher_view(self, *, aug: np.ndarray, sample_index: int, view: int) -> TeacherView:
         return TeacherView(
             cam_bev=self.cam_bev, lidar_bev=self.lidar_bev, fused_bev=self.fused_bev, heatmap=self.heatmap,
             boxes=self.boxes, fg_mask=self.fg_mask, aug=np.asarray(aug, np.float32), sample_index=sample_index,

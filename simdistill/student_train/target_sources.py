@@ -1,42 +1,33 @@
-"""Where a student's views and teacher targets come from: the store (cached), an online teacher, or none.
+"""Where a student's teacher targets come from: the store (cached), an online teacher, or none.
 
-Every source exposes the same view plan (replay params per view), so the baseline, every ablation, the
-cached run and the online-teacher run all train on exactly the same augmented inputs.
+Each source attaches targets to the batches of one epoch: `attach(view_batches, inputs, device)` yields
+(batch, targets) pairs. Every source uses the same view plan, so the baseline, every ablation, the cached run
+and the online-teacher run train on exactly the same augmented inputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from simdistill.config import Config
 from simdistill.errors import StoreError
-from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.distill_step import TeacherTargets
-from simdistill.teacher_export.teacher import load_teacher
-from simdistill.teacher_export.plan import plan_views
+from simdistill.student_train.view_plan import ViewPlan
+from simdistill.teacher_export.teacher_loader import load_teacher
 
 
-class ViewPlan:
-    """Replay params per view: [V, P] plus which sample each view shows."""
+class NoTargets:
+    """GT-only training: no teacher targets."""
 
-    def __init__(self, params: np.ndarray, sample_index: np.ndarray, views_per_sample: int) -> None:
-        self.params = params  # [V, P] float32
-        self.sample_index = sample_index  # [V] int
-        self.views_per_sample = views_per_sample
-
-    @property
-    def n_samples(self) -> int:
-        return len(self.sample_index) // self.views_per_sample
-
-
-def plan_from_config(cfg: Config, builder: ViewBuilder) -> ViewPlan:
-    plan = plan_views(cfg, builder)
-    return ViewPlan(plan.params, plan.sample_index, plan.views_per_sample)
+    def attach(self, view_batches: list[list[int]], inputs: Iterator[Batch],
+               device: torch.device) -> Iterator[tuple[Batch, None]]:
+        for batch in inputs:
+            yield batch.to(device), None
 
 
 class StoreTargets:
@@ -67,19 +58,26 @@ class StoreTargets:
         meta = reader.read_views(list(range(reader.n_views)), ["aug", "sample_index"])
         self.plan = ViewPlan(meta["aug"].astype(np.float32), meta["sample_index"].astype(np.int64),
                              int(reader.attrs["views_per_sample"]))
+        self.teacher_sha256 = str(reader.attrs["teacher"]["checkpoint_sha256"])
 
-    def iterate(self, batches: list[list[int]], device: torch.device) -> Iterator[TeacherTargets]:
+    def iterate(self, view_batches: list[list[int]], device: torch.device) -> Iterator[TeacherTargets]:
+        """The targets of each batch of view ids, in order."""
         from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
 
         if self.loader == "direct":  # synchronous reads in the training loop (the comparison baseline)
             reader = open_store(self.url, arrays=self.arrays)
-            for views in batches:
+            for views in view_batches:
                 yield TeacherTargets.from_arrays(read_batch(reader, views, self.arrays), device)
             return
-        with TargetPrefetcher(self.url, arrays=self.arrays, batches=batches, prefetch=self.prefetch,
+        with TargetPrefetcher(self.url, arrays=self.arrays, batches=view_batches, prefetch=self.prefetch,
                               scheduler=self.scheduler) as prefetcher:
             for arrays in prefetcher:
                 yield TeacherTargets.from_arrays(arrays, device)
+
+    def attach(self, view_batches: list[list[int]], inputs: Iterator[Batch],
+               device: torch.device) -> Iterator[tuple[Batch, TeacherTargets]]:
+        for batch, targets in zip(inputs, self.iterate(view_batches, device)):
+            yield batch.to(device), targets
 
 
 class OnlineTeacher:
@@ -95,3 +93,9 @@ class OnlineTeacher:
         fg = self.model.head.fg_mask(self.model.head.build_targets(batch.gt_boxes, batch.gt_labels))
         return TeacherTargets(cam_bev=out.cam_bev, lidar_bev=out.lidar_bev, fused_bev=out.fused_bev,
                               heatmap=out.heatmap, boxes=out.boxes, fg_mask=fg)
+
+    def attach(self, view_batches: list[list[int]], inputs: Iterator[Batch],
+               device: torch.device) -> Iterator[tuple[Batch, TeacherTargets]]:
+        for batch in inputs:
+            batch = batch.to(device)
+            yield batch, self.targets(batch)

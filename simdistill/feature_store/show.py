@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
 from simdistill.feature_store.reader import open_store
+from simdistill.pipeline.geometry import box_corners
 
 PANELS = (
     ("cam_bev", "cam BEV |x|₂"),
@@ -27,15 +28,9 @@ PANELS = (
 
 def box_corners_grid(boxes: np.ndarray, xbound: tuple[float, ...], ybound: tuple[float, ...]) -> np.ndarray:
     """[M, 9] LiDAR-frame boxes → [M, 4, 2] BEV footprint corners as (col, row) in image coordinates."""
-    x, y, length, width, yaw = boxes[:, 0], boxes[:, 1], boxes[:, 3], boxes[:, 4], boxes[:, 6]
-    c, s = np.cos(yaw), np.sin(yaw)
-    local = np.array([[0.5, 0.5], [0.5, -0.5], [-0.5, -0.5], [-0.5, 0.5]])  # (along, across) × (l, w)
-    dx = local[None, :, 0] * length[:, None]  # [M, 4]
-    dy = local[None, :, 1] * width[:, None]
-    cx = x[:, None] + c[:, None] * dx - s[:, None] * dy
-    cy = y[:, None] + s[:, None] * dx + c[:, None] * dy
-    col = (cx - xbound[0]) / xbound[2] - 0.5  # pixel i spans [i - 0.5, i + 0.5] in imshow coordinates
-    row = (cy - ybound[0]) / ybound[2] - 0.5
+    footprint = box_corners(boxes)[:, :4, :2]  # [M, 4, 2] bottom face (x, y) [m]
+    col = (footprint[..., 0] - xbound[0]) / xbound[2] - 0.5  # pixel i spans [i - 0.5, i + 0.5] in imshow coordinates
+    row = (footprint[..., 1] - ybound[0]) / ybound[2] - 0.5
     return np.stack([col, row], axis=-1)
 
 

@@ -1,0 +1,56 @@
+"""Typed configuration: one dataclass per section (`sections`), YAML + dotted overrides (`loading`), and the
+rules on a whole config (`checks`). Import everything from here: `from simdistill.config import Config`."""
+
+from simdistill.config.checks import (
+    MACHINE_KEYS,
+    STORE_CONTENT,
+    STUDENT_CONTENT,
+    TEACHER_CONTENT,
+    describe_difference,
+    first_difference,
+    flatten,
+    run_content,
+    validate,
+)
+from simdistill.config.loading import (
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    parse_override,
+)
+from simdistill.config.sections import (
+    CAMERA_NAMES,
+    CLASS_NAMES,
+    DEFAULT_TASKS,
+    DISTILL_LOSSES,
+    MODEL_KINDS,
+    STUDENT_VARIANTS,
+    AugmentConfig,
+    BackboneConfig,
+    BEVConfig,
+    ChannelsConfig,
+    Config,
+    DataConfig,
+    DecoderConfig,
+    DistillConfig,
+    ExportConfig,
+    GCMConfig,
+    HeadConfig,
+    ModelConfig,
+    StoreFormatConfig,
+    StudentTrainConfig,
+    TeacherTrainConfig,
+    TrainConfig,
+    WorldConfig,
+    config_to_dict,
+)
+
+__all__ = [
+    "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_TASKS", "DISTILL_LOSSES", "MACHINE_KEYS", "MODEL_KINDS",
+    "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS", "TEACHER_CONTENT",
+    "AugmentConfig", "BEVConfig", "BackboneConfig", "ChannelsConfig", "Config", "DataConfig", "DecoderConfig",
+    "DistillConfig", "ExportConfig", "GCMConfig", "HeadConfig", "ModelConfig", "StoreFormatConfig",
+    "StudentTrainConfig", "TeacherTrainConfig", "TrainConfig", "WorldConfig",
+    "apply_overrides", "config_from_dict", "config_to_dict", "describe_difference", "first_difference", "flatten",
+    "load_config", "parse_override", "run_content", "validate",
+]

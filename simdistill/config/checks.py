@@ -1,0 +1,157 @@
+"""Rules on a whole config: cross-field validation, and what makes two runs (or two stores) the same.
+
+`run_content` is the one rule for resuming: a run resumes exactly, and an export resumes a store, when the
+content of the run is unchanged. Machine settings (`MACHINE_KEYS`: threads, device, workers, loader, where
+files live) may change between the two; any other difference is refused, naming the key and both values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from simdistill.config.sections import CLASS_NAMES, DISTILL_LOSSES, STUDENT_VARIANTS, Config, config_to_dict
+from simdistill.errors import ConfigError
+
+MACHINE_KEYS: frozenset[str] = frozenset({
+    "device",
+    "threads",
+    "data.dataroot",  # the data may move: a store identifies it by its sample tokens
+    "data.infos_train",
+    "data.infos_val",
+    "teacher_train.checkpoint_every",
+    "student_train.checkpoint_every",
+    "student_train.prefetch_batches",
+    "student_train.loader",
+    "export.workers",
+    "export.threads_per_worker",
+    "export.write_queue",
+    "export.views_per_task",
+    "export.teacher_config",  # a path; the store compares the mmdet3d config's sha256 instead
+})
+"""Dotted config keys that say how or where a run executes, not what it computes."""
+
+IGNORED_SECTIONS: tuple[str, ...] = ("world",)
+"""Sections that never matter to a run: `world` only tells make-demo-data what to write."""
+
+TEACHER_CONTENT: tuple[str, ...] = ("seed", "data", "augment", "model", "teacher_train")
+"""What decides a teacher run's weights."""
+
+STUDENT_CONTENT: tuple[str, ...] = (
+    "seed", "data", "augment", "model", "student_train", "distill", "export.views_per_sample",
+)
+"""What decides a student run's weights, besides where its targets come from (the trainer adds that)."""
+
+STORE_CONTENT: tuple[str, ...] = (
+    "seed", "data", "augment", "model", "store_format",
+    "export.views_per_sample", "export.split", "export.teacher", "export.tap_family", "export.taps",
+)
+"""The parts of a config that determine what a feature store holds (the rest may differ between exports)."""
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _as_dict(cfg: Config | dict[str, Any]) -> dict[str, Any]:
+    if dataclasses.is_dataclass(cfg):
+        cfg = config_to_dict(cfg)
+    return json.loads(json.dumps(cfg))  # a deep copy, tuples as lists
+
+
+def _covered(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def run_content(cfg: Config | dict[str, Any], *, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Dotted key -> value of everything in `cfg` that decides a run's result (`only`: restrict to these keys)."""
+    flat = flatten(_as_dict(cfg))
+    kept = {k: v for k, v in flat.items() if k not in MACHINE_KEYS and not _covered(k, IGNORED_SECTIONS)}
+    if only is not None:
+        kept = {k: v for k, v in kept.items() if _covered(k, only)}
+    return kept
+
+
+def first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, a's value, b's value) of the first difference between two nested dicts, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            diff = first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+            if diff:
+                return diff
+        return None
+    return None if a == b else (prefix, a, b)
+
+
+def _short(value: Any) -> str:
+    """repr for one-line messages; long lists (sample tokens) as a count."""
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{len(value)} items]"
+    return "(unset)" if value is None else repr(value)
+
+
+def describe_difference(diff: tuple[str, Any, Any]) -> str:
+    """'losses: ['imd'] before, ['imd', 'cmd'] now' for a (key, old, new) difference."""
+    key, old, new = diff
+    return f"{key} was {_short(old)}, now {_short(new)}"
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type check cannot express."""
+    if cfg.data.version not in ("v1.0-mini", "v1.0-trainval", "v1.0-test"):
+        raise ConfigError(f"data.version '{cfg.data.version}' is unknown; use v1.0-mini or v1.0-trainval")
+    if cfg.world.version not in ("v1.0-mini", "v1.0-trainval"):
+        raise ConfigError(f"world.version '{cfg.world.version}' is unknown; use v1.0-mini or v1.0-trainval")
+    if cfg.data.sweeps < 1:
+        raise ConfigError(f"data.sweeps must be >= 1, got {cfg.data.sweeps}")
+    if cfg.data.max_points < 0:
+        raise ConfigError(f"data.max_points must be >= 0 (0 keeps every point), got {cfg.data.max_points}")
+    for name in ("xbound", "ybound"):
+        lo, hi, step = getattr(cfg.model.bev, name)
+        if not (hi > lo and step > 0):
+            raise ConfigError(f"model.bev.{name} must be (min, max, step) with max > min and step > 0")
+    _validate_tasks(cfg)
+    for loss in cfg.distill.losses:
+        if loss not in DISTILL_LOSSES:
+            raise ConfigError(f"distill.losses has unknown loss '{loss}'; choose from {', '.join(DISTILL_LOSSES)}")
+    if cfg.student_train.loader not in ("dask", "direct"):
+        raise ConfigError(f"student_train.loader '{cfg.student_train.loader}' is unknown; use dask or direct")
+    if cfg.student_train.variant not in STUDENT_VARIANTS:
+        raise ConfigError(f"student_train.variant '{cfg.student_train.variant}' is unknown; "
+                          f"use {' or '.join(STUDENT_VARIANTS)}")
+    _validate_export(cfg)
+    if cfg.model.backbone.feature_stride not in (8, 16):
+        raise ConfigError(f"model.backbone.feature_stride must be 8 or 16, got {cfg.model.backbone.feature_stride}")
+
+
+def _validate_tasks(cfg: Config) -> None:
+    seen: set[str] = set()
+    for task in cfg.model.head.tasks:
+        for c in task:
+            if c not in CLASS_NAMES:
+                raise ConfigError(f"model.head.tasks names unknown class '{c}'; classes: {', '.join(CLASS_NAMES)}")
+            seen.add(c)
+    if seen != set(CLASS_NAMES):
+        missing = sorted(set(CLASS_NAMES) - seen)
+        raise ConfigError(f"model.head.tasks must cover every class exactly once; missing: {', '.join(missing)}")
+    if len(cfg.model.head.nms_radius) != len(cfg.model.head.tasks):
+        raise ConfigError("model.head.nms_radius needs one radius per task")
+
+
+def _validate_export(cfg: Config) -> None:
+    if cfg.export.teacher not in ("simdistill", "mmdet3d"):
+        raise ConfigError(f"export.teacher '{cfg.export.teacher}' is unknown; use simdistill or mmdet3d")
+    if cfg.export.teacher == "simdistill" and (cfg.export.taps or cfg.export.teacher_config):
+        raise ConfigError("--tap and --teacher-config apply to an mmdet3d teacher; add --teacher mmdet3d or drop them")
+    if cfg.export.teacher == "mmdet3d" and not cfg.export.teacher_config:
+        raise ConfigError("export.teacher is mmdet3d but no model config is given; pass --teacher-config CFG.py")
