@@ -22,6 +22,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"  # --smoke: the test suite's sizes
 PAPER_CONFIG = REPO / "configs" / "nuscenes_swint.yaml"
 # Defaults: what `python -m simdistill demo --workdir demo_work` leaves behind.
 DEFAULT_DATAROOT = REPO / "demo_work" / "data"
@@ -47,6 +48,40 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views-per-sample", type=int, default=1,
                         help="export.views_per_sample of the demo store (default 1, the test-time view; "
                              "configs/demo.yaml says 4, which makes the export 4x longer)")
+    add_smoke_arg(parser)
+
+
+def add_smoke_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--smoke", action="store_true",
+                        help="run at configs/tiny.yaml sizes on a tiny world made here, in seconds: checks that the "
+                             "script works end to end (the test suite runs it); its figures mean nothing")
+
+
+def smoke_inputs(workdir: Path) -> tuple[Path, Path]:
+    """(dataroot, teacher checkpoint) of --smoke: a tiny world and a teacher trained one epoch on it, made under
+    workdir/smoke (reused when there)."""
+    from simdistill.config import load_config
+    from simdistill.pipeline.synthetic import make_demo_data
+    from simdistill.training.teacher_trainer import train_teacher
+
+    root = workdir / "smoke"
+    dataroot, teacher_dir = root / "world", root / "teacher"
+    cfg = load_config(TINY_CONFIG, [f"data.dataroot={dataroot}"])
+    if not (dataroot / cfg.world.version).is_dir():
+        log("smoke: writing a tiny world")
+        make_demo_data(dataroot, cfg.world, progress=False)
+    if not (teacher_dir / "teacher.pt").is_file():
+        log("smoke: training a tiny teacher")
+        train_teacher(cfg, out_dir=teacher_dir, progress=False)
+    return dataroot, teacher_dir / "teacher.pt"
+
+
+def resolve_inputs(args: argparse.Namespace) -> None:
+    """--smoke makes its own tiny inputs; otherwise the demo's must exist (exit 2 naming how to make them)."""
+    if args.smoke:
+        args.dataroot, args.teacher = smoke_inputs(args.workdir)
+    else:
+        require_inputs(args.dataroot, args.teacher)
 
 
 def require_inputs(dataroot: Path, teacher: Path | None) -> None:
@@ -65,11 +100,13 @@ def fail(msg: str) -> None:
 
 
 def demo_config(args: argparse.Namespace, overrides: Sequence[str] = ()) -> Any:
-    """configs/demo.yaml (what the demo teacher was trained with) on --dataroot, with --views-per-sample."""
+    """configs/demo.yaml (what the demo teacher was trained with; configs/tiny.yaml with --smoke) on --dataroot,
+    with --views-per-sample."""
     from simdistill.config import load_config
 
-    return load_config(DEMO_CONFIG, [f"data.dataroot={args.dataroot}",
-                                     f"export.views_per_sample={args.views_per_sample}", *overrides])
+    return load_config(TINY_CONFIG if args.smoke else DEMO_CONFIG,
+                       [f"data.dataroot={args.dataroot}", f"export.views_per_sample={args.views_per_sample}",
+                        *overrides])
 
 
 # -------------------------------------------------------------------------------------------------
@@ -149,44 +186,18 @@ def peak_rss_mb() -> float:
 
 def forward_only_task(*, cfg_dict: dict[str, Any], split_name: str, checkpoint: str, views: list[int],
                       params: np.ndarray, sample_index: np.ndarray) -> dict[str, float]:
-    """An export task without the writes: the same building blocks, threads and per-process caches as
-    `simdistill.teacher_export.task.run_export_task` (build inputs, teacher forward, target encoding)."""
+    """An export task without the writes: the package's own task context and view loop
+    (`simdistill.teacher_export.task.export_context` / `teacher_views`), its output dropped."""
     import torch
 
-    from simdistill.config import config_from_dict
-    from simdistill.pipeline.augment import AugParams
-    from simdistill.pipeline.sample import collate
-    from simdistill.teacher_export.view_arrays import teacher_view_arrays
-    from simdistill.teacher_export.task import _builder, _teacher
+    from simdistill.teacher_export.task import TaskStats, export_context, teacher_views
 
     t_start = time.perf_counter()
-    cfg = config_from_dict(cfg_dict)
-    torch.set_num_threads(max(1, cfg.export.threads_per_worker))
-    teacher = _teacher(str(checkpoint), cfg.device)
-    builder = _builder(json.dumps(cfg_dict, sort_keys=True), split_name)
-    build_s = forward_s = 0.0
-    for j in range(len(views)):
-        t0 = time.perf_counter()
-        aug = AugParams.from_vector(params[j], n_cams=builder.n_cams, n_sweeps=cfg.data.sweeps)
-        batch = collate([builder.build(int(sample_index[j]), aug)]).to(cfg.device)
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            out = teacher(batch)
-            arrays = teacher_view_arrays(teacher, out, batch)[0]
-        forward_s += time.perf_counter() - t1
-        build_s += t1 - t0
-        arrays.to_teacher_view(aug=params[j], sample_index=int(sample_index[j]), view=0)
-    return {"views": len(views), "build_seconds": build_s, "forward_seconds": forward_s,
-            "wall_seconds": time.perf_counter() - t_start, "pid": os.getpid()}
-
-
-def recording_export_task(*, stats_path: str, **kwargs: Any) -> dict[str, float]:
-    """`run_export_task` unchanged, plus one JSON line of its TaskStats (and worker pid) appended to
-    `stats_path`: `export_teacher` sums the stats and drops the per-task ones, which the overlap figure needs."""
-    from simdistill.teacher_export.task import run_export_task
-
-    result = run_export_task(**kwargs)
-    line = json.dumps({**result, "pid": os.getpid(), "first_view": int(kwargs["views"][0])}) + "\n"
-    with open(stats_path, "a") as fh:  # one short O_APPEND write per task: atomic between workers
-        fh.write(line)
-    return result
+    ctx = export_context(cfg_dict, split_name, checkpoint)
+    torch.set_num_threads(max(1, ctx.cfg.export.threads_per_worker))
+    stats = TaskStats()
+    for _ in teacher_views(ctx, params=params, sample_index=sample_index, view_index=np.zeros(len(views), np.int16),
+                           stats=stats):
+        pass
+    return {"views": stats.views, "build_seconds": stats.build_seconds, "forward_seconds": stats.forward_seconds,
+            "wall_seconds": time.perf_counter() - t_start, "worker_pid": os.getpid()}

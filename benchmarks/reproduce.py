@@ -208,19 +208,29 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "bench_work" / "reproduce")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser.add_argument("--smoke", action="store_true", help="configs/tiny.yaml, one epoch, three rows, results in "
+                        "--workdir: checks the script runs (the test suite runs it); its figures mean nothing")
     args = parser.parse_args()
+    results = RESULTS
+    if args.smoke:
+        args.config, args.seeds, results = REPO / "configs" / "tiny.yaml", [0], args.workdir / "results"
+        args.overrides += ["student_train.epochs=1", "teacher_train.epochs=1"]
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     overrides, teacher, store, teacher_metrics = prepare(args.config, args.workdir.resolve(), list(args.overrides))
+    chosen = rows(args.seeds)
+    if args.smoke:  # one row of each kind of run: GT only, cached distillation, online teacher
+        chosen = [r for r in chosen if r["label"] in ("baseline (GT only)", "full SimDistill (cached)",
+                                                      "full, online teacher")]
     records = [train_row(r, config=args.config, overrides=overrides, workdir=args.workdir.resolve(), teacher=teacher,
-                         store=store) for r in rows(args.seeds)]
+                         store=store) for r in chosen]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
     report, figures = write_report(records, teacher_metrics, command=command.strip(), commit=commit.strip(),
                                    config=args.config.resolve())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reproduce.md").write_text(report + "\n")
-    plot(records, teacher_metrics, RESULTS / "reproduce.png")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "reproduce.md").write_text(report + "\n")
+    plot(records, teacher_metrics, results / "reproduce.png")
     figures["total_seconds"] = time.time() - t0
     figures["peak_rss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(report)

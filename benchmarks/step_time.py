@@ -97,7 +97,8 @@ def run_once(args: argparse.Namespace, mode: str, r: int) -> tuple[list[float], 
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--out", str(out), "--steps",
            str(args.steps), "--threads", str(args.threads), "--dataroot", str(args.dataroot), "--teacher",
-           str(args.teacher), "--workdir", str(args.workdir), "--views-per-sample", str(args.views_per_sample)]
+           str(args.teacher), "--workdir", str(args.workdir), "--views-per-sample", str(args.views_per_sample),
+           *(["--smoke"] if args.smoke else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     C.log(f"round {r + 1}/{args.rounds}, mode ({mode}) {MODES[mode]}: {args.steps} steps in a subprocess")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, env=env)
@@ -135,7 +136,7 @@ def loader_rates(cfg: Any, *, url: Path, rounds: int) -> dict[str, Any]:
     from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
     from simdistill.student_train.distill_step import arrays_needed
     from simdistill.student_train.target_sources import StoreTargets
-    from simdistill.student_train.trainer import epoch_batches
+    from simdistill.student_train.view_plan import epoch_batches
 
     arrays = arrays_needed(C.LOSS_TERMS)
     plan = StoreTargets(str(url), cfg, arrays).plan
@@ -187,10 +188,12 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    C.require_inputs(args.dataroot, args.teacher)
+    if args.smoke:
+        args.steps, args.warmup, args.rounds, args.loader_rounds = 3, 1, 1, 1
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    C.resolve_inputs(args)
     if args.steps <= args.warmup:
         C.fail(f"--steps {args.steps} must exceed --warmup {args.warmup}")
-    args.workdir.mkdir(parents=True, exist_ok=True)
     cfg = C.demo_config(args)
     args.batch_size = cfg.student_train.batch_size
     url = args.workdir / "demo_lossless.zarr"

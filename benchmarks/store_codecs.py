@@ -143,7 +143,11 @@ def main() -> None:
     ap.add_argument("--paper", action="store_true", help="synthetic views at paper sizes")
     ap.add_argument("--repeats", type=int, default=2, help="best of N timings")
     ap.add_argument("--keepbits", type=int, default=None, help="bit-round cam/lidar/fused to N mantissa bits first")
+    ap.add_argument("--smoke", action="store_true", help="one small synthetic view, one timing: checks the script "
+                    "runs (the test suite runs it); its figures mean nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.views, args.repeats, args.paper = 1, 1, False
     warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
     data = store_views(args.store, args.views) if args.store else synthetic_views(args.views, paper=args.paper)

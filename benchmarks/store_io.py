@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import math
 import shutil
@@ -41,19 +40,13 @@ import _common as C
 NUSCENES_TRAIN_SAMPLES = 28_130
 
 
-def export_store(cfg: Any, *, teacher: Path, out: Path, stats_path: Path) -> tuple[Any, list[dict[str, Any]]]:
+def export_store(cfg: Any, *, teacher: Path, out: Path) -> tuple[Any, list[dict[str, Any]]]:
     """A fresh `export_teacher` run; returns its ExportReport and the per-task TaskStats (with worker pid)."""
-    import simdistill.teacher_export.export as export_mod
+    from simdistill.teacher_export.export import export_teacher
 
     shutil.rmtree(out, ignore_errors=True)
-    stats_path.unlink(missing_ok=True)
-    original = export_mod.run_export_task
-    export_mod.run_export_task = functools.partial(C.recording_export_task, stats_path=str(stats_path))
-    try:
-        report = export_mod.export_teacher(cfg, checkpoint=teacher, out=str(out), progress=False)
-    finally:
-        export_mod.run_export_task = original
-    return report, [json.loads(line) for line in stats_path.read_text().splitlines() if line.strip()]
+    report = export_teacher(cfg, checkpoint=teacher, out=str(out), progress=False)
+    return report, report.tasks
 
 
 def forward_alone(cfg: Any, *, teacher: Path) -> dict[str, Any]:
@@ -64,7 +57,7 @@ def forward_alone(cfg: Any, *, teacher: Path) -> dict[str, Any]:
     from simdistill.teacher_export.plan import plan_views
     from simdistill.pipeline.sources import open_data_source
 
-    plan = plan_views(cfg, ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=True))
+    plan = plan_views(cfg, ViewBuilder.for_config(open_data_source(cfg.data, "train"), cfg, train=True))
     k = cfg.export.views_per_task
     ranges = [list(range(s, min(s + k, plan.n_views))) for s in range(0, plan.n_views, k)]
     cfg_dict = config_to_dict(cfg)
@@ -86,8 +79,8 @@ def task_ratio(tasks: list[dict[str, Any]], num: str, den: tuple[str, ...], *, s
     seen: set[int] = set()
     n = d = 0.0
     for t in tasks:  # in completion order; one thread per worker, so a pid's first line is its first task
-        if skip_first and t["pid"] not in seen:
-            seen.add(t["pid"])
+        if skip_first and t["worker_pid"] not in seen:
+            seen.add(t["worker_pid"])
             continue
         n += t[num]
         d += sum(t[x] for x in den)
@@ -157,8 +150,7 @@ def demo_exports(cfg: Any, *, teacher: Path, workdir: Path, repeats: int) -> tup
             mcfg.store_format.lossy = mode == "lossy"
             C.log(f"demo round {r + 1}/{repeats}: export-teacher, {mode}")
             url = workdir / f"demo_{mode}.zarr"
-            report, tasks = export_store(mcfg, teacher=teacher, out=url,
-                                         stats_path=workdir / f"demo_{mode}_tasks.jsonl")
+            report, tasks = export_store(mcfg, teacher=teacher, out=url)
             per_round.append(export_figures(report, tasks, fwd))
             runs[mode] = sizes(url)
     exports = {m: {"median": {k: C.summarize([x[k] for x in rs])["median"] for k in rs[0]}, "rounds": rs}
@@ -180,7 +172,7 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
     from simdistill.models.outputs import BEVOutputs
     from simdistill.pipeline.augment import ViewBuilder
     from simdistill.pipeline.sample import collate
-    from simdistill.student_train.distill_step import TeacherTargets, arrays_needed, student_losses
+    from simdistill.student_train.distill_step import TeacherTargets, arrays_needed, distill_terms
     from simdistill.student_train.target_sources import OnlineTeacher
     from simdistill.pipeline.sources import open_data_source
 
@@ -192,7 +184,7 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
     student = build_model("simdistill", cfg.model, (cfg.augment.final_height, cfg.augment.final_width)).eval()
     readers = {name: open_store(str(url)) for name, url in stores.items()}
     meta = next(iter(readers.values())).read_views(list(range(n_views)), ["aug", "sample_index"])
-    builder = ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=True)
+    builder = ViewBuilder.for_config(open_data_source(cfg.data, "train"), cfg, train=True)
     arrays = arrays_needed(C.LOSS_TERMS)
     gen = torch.Generator().manual_seed(cfg.seed)
     worst: dict[str, dict[str, dict[str, float]]] = {}
@@ -209,9 +201,9 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
             stored = {name: TeacherTargets.from_arrays(r.read_views(views, arrays), device)
                       for name, r in readers.items()}
             for kind, out in outputs.items():
-                ref = student_losses(out, batch, fp32, student.head, cfg)
+                ref = distill_terms(out, student.head, batch, fp32, cfg)
                 for name, tgt in stored.items():
-                    got = student_losses(out, batch, tgt, student.head, cfg)
+                    got = distill_terms(out, student.head, batch, tgt, cfg)
                     row = worst.setdefault(kind, {}).setdefault(name, {})
                     for term in C.LOSS_TERMS:
                         rel = abs(float(got[term]) / float(ref[term]) - 1.0)
@@ -220,29 +212,31 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
 
 
 # -------------------------------------------------------------------------------------------------
-def paper_world(workdir: Path, samples: int) -> Path:
-    """A 2-scene synthetic world at 1600x900 (1 train scene of `samples` key frames); reused when present."""
+def paper_world(workdir: Path, samples: int, *, smoke: bool) -> Path:
+    """A 2-scene synthetic world at 1600x900 (1 train scene of `samples` key frames; 200x112 with --smoke);
+    reused when present."""
     from simdistill.config import WorldConfig, config_to_dict
     from simdistill.pipeline.synthetic import make_demo_data
 
-    world = WorldConfig(image_width=1600, image_height=900, scenes=2, samples_per_scene=samples)
+    width, height = (200, 112) if smoke else (1600, 900)
+    world = WorldConfig(image_width=width, image_height=height, scenes=2, samples_per_scene=samples)
     root = workdir / "paper_world"
     marker = root / ".simdistill-world.json"
     if marker.is_file() and json.loads(marker.read_text()).get("world") == config_to_dict(world):
         return root
-    C.log(f"paper: rendering a 1600x900 world ({samples} train samples) into {root}")
+    C.log(f"paper: rendering a {width}x{height} world ({samples} train samples) into {root}")
     shutil.rmtree(root, ignore_errors=True)
     make_demo_data(root, world, progress=False)
     return root
 
 
-def paper_size(workdir: Path, *, samples: int) -> dict[str, Any]:
+def paper_size(workdir: Path, *, samples: int, smoke: bool) -> dict[str, Any]:
     from simdistill.config import load_config
     from simdistill.models import build_model
     from simdistill.training.checkpoint import save_checkpoint
 
-    root = paper_world(workdir, samples)
-    cfg = load_config(C.PAPER_CONFIG, [
+    root = paper_world(workdir, samples, smoke=smoke)
+    cfg = load_config(C.TINY_CONFIG if smoke else C.PAPER_CONFIG, [
         "device=cpu", f"data.dataroot={root}", "data.version=v1.0-mini", "data.train_split=mini_train",
         "data.val_split=mini_val", "data.sweeps=1", "export.workers=1", f"export.views_per_task={samples}"])
     torch.manual_seed(cfg.seed)
@@ -256,7 +250,7 @@ def paper_size(workdir: Path, *, samples: int) -> dict[str, Any]:
         mcfg.store_format.lossy = mode == "lossy"
         url = workdir / f"paper_{mode}.zarr"
         C.log(f"paper: exporting {samples} views at paper size, {mode}")
-        report, _ = export_store(mcfg, teacher=ckpt, out=url, stats_path=workdir / f"paper_{mode}_tasks.jsonl")
+        report, _ = export_store(mcfg, teacher=ckpt, out=url)
         s = sizes(url)
         s["export_views_per_second"] = report.views_per_second  # incl. cluster start-up and teacher loading
         s["export_MB_per_s"] = report.bytes_written / 1e6 / report.wall_seconds
@@ -278,8 +272,10 @@ def main() -> None:
                    help="interleaved rounds of (forward alone, lossless export, lossy export); medians reported")
     p.add_argument("--paper-views", type=int, default=4, help="views exported at paper size (0 = skip)")
     args = p.parse_args()
-    C.require_inputs(args.dataroot, args.teacher)
+    if args.smoke:
+        args.workers, args.repeats, args.loss_views, args.paper_views = 1, 1, 2, min(args.paper_views, 2)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    C.resolve_inputs(args)
     cfg = C.demo_config(args, [f"export.workers={args.workers}"])
     figures: dict[str, Any] = {"machine": C.machine()}
 
@@ -315,7 +311,7 @@ def main() -> None:
                   f"({args.loss_views} views; target < 1 %)", ["student output", "store", *C.LOSS_TERMS], rows))
 
     if args.paper_views > 0:
-        paper = paper_size(args.workdir, samples=args.paper_views)
+        paper = paper_size(args.workdir, samples=args.paper_views, smoke=args.smoke)
         figures["paper"] = paper
         print(size_table(f"Paper size (nuscenes_swint: 180x180, 80/256/256 ch), RANDOM-INIT teacher, "
                          f"{paper['samples']} views", {m: paper[m] for m in ("lossless", "lossy")}))

@@ -34,8 +34,14 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=8, help="views per round (one per forward, as export)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=C.DEFAULT_WORKDIR, help="--smoke makes its tiny world here")
+    C.add_smoke_arg(parser)
     args = parser.parse_args()
-    C.require_inputs(args.dataroot, None)
+    if args.smoke:
+        args.config, args.views, args.rounds = C.TINY_CONFIG, 2, 1
+        args.dataroot, _ = C.smoke_inputs(args.workdir)
+    else:
+        C.require_inputs(args.dataroot, None)
     try:
         from simdistill.interop import require_mmdet3d
 
@@ -64,7 +70,7 @@ def main() -> None:
     detector = MODELS.build(MMConfig(cpu_bevfusion_config(cfg)).model).eval()
     tapped = TappedTeacher(detector, cfg.model).eval()
     native = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width)).eval()
-    builder = ViewBuilder(open_data_source(cfg.data, "train"), cfg.augment, train=False)
+    builder = ViewBuilder.for_config(open_data_source(cfg.data, "train"), cfg, train=False)
     batches = [collate([builder.build(i, builder.test_params(i))]) for i in range(args.views)]
     C.log(f"{args.views} views, {args.rounds} rounds, {args.threads} threads, config {args.config.name}")
 

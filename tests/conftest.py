@@ -9,18 +9,17 @@ import torch
 
 torch.set_num_threads(2)
 
-TINY_WORLD = dict(
-    seed=3,
-    version="v1.0-mini",
-    scenes=4,
-    samples_per_scene=3,
-    image_width=200,
-    image_height=112,
-    objects_per_scene=12,
-    max_range=30.0,
-    lidar_beams=32,
-    lidar_azimuth_steps=512,
-)
+ROOT = Path(__file__).resolve().parent.parent
+TINY_CONFIG = ROOT / "configs" / "tiny.yaml"  # tiny sizes, shared with the benchmarks' --smoke modes
+
+
+def _tiny_world_settings() -> dict:
+    from simdistill.config import config_to_dict, load_config
+
+    return config_to_dict(load_config(TINY_CONFIG).world)
+
+
+TINY_WORLD = _tiny_world_settings()  # 4 scenes (3 mini_train + 1 mini_val) x 3 key frames, 12 objects per scene
 
 
 @pytest.fixture(scope="session")
@@ -34,43 +33,9 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# A config small enough that a teacher or student step takes well under a second on one core.
-TINY_OVERRIDES = [
-    "augment.final_height=48",
-    "augment.final_width=128",
-    "augment.resize_lim=[0.66, 0.72]",
-    "model.backbone.stem_channels=8",
-    "model.backbone.stage_channels=[8, 16, 32]",
-    "model.backbone.stage_blocks=[1, 1, 1]",
-    "model.backbone.neck_channels=16",
-    "model.bev.xbound=[-32.0, 32.0, 2.0]",
-    "model.bev.ybound=[-32.0, 32.0, 2.0]",
-    "model.bev.dbound=[1.0, 41.0, 2.0]",
-    "model.channels.cam=16",
-    "model.channels.lidar=16",
-    "model.channels.fused=16",
-    "model.channels.pillar=8",
-    "model.decoder.layer_nums=[1, 1]",
-    "model.decoder.out_channels=[16, 32]",
-    "model.decoder.upsample_channels=[16, 16]",
-    "model.head.shared_channels=16",
-    "model.head.head_conv=16",
-    "model.gcm.points=2",
-    "teacher_train.epochs=1",
-    "teacher_train.batch_size=2",
-    "student_train.epochs=2",
-    "student_train.batch_size=2",
-    "student_train.checkpoint_every=2",
-    "export.workers=1",
-    "export.views_per_sample=1",
-    "export.views_per_task=2",
-]
-
-
 def tiny_overrides(world: Path) -> list[str]:
-    return TINY_OVERRIDES + [
+    """configs/tiny.yaml pointed at a tiny world."""
+    return [
         f"data.dataroot={world}",
         "data.version=v1.0-mini",
         "data.train_split=mini_train",
@@ -80,16 +45,16 @@ def tiny_overrides(world: Path) -> list[str]:
 
 @pytest.fixture()
 def tiny_config(tiny_world: Path):
-    """Demo config shrunk to tiny sizes and pointed at the tiny world (a fresh object per test)."""
+    """configs/tiny.yaml pointed at the tiny world (a fresh object per test)."""
     from simdistill.config import load_config
 
-    return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(tiny_world))
+    return load_config(TINY_CONFIG, tiny_overrides(tiny_world))
 
 
 def make_tiny_config(world: Path, extra: list[str] | None = None):
     from simdistill.config import load_config
 
-    return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(world) + list(extra or []))
+    return load_config(TINY_CONFIG, tiny_overrides(world) + list(extra or []))
 
 
 @pytest.fixture(scope="session")

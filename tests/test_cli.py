@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TINY_CONFIG, tiny_overrides
 from simdistill.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +88,13 @@ def test_make_demo_data_into_a_file(tmp_path):
     target.write_text("x")
     result = runner.invoke(app, ["make-demo-data", str(target), "--scenes", "2", "--samples-per-scene", "2"])
     _assert_user_error(result, "a_file")
+
+
+@pytest.mark.parametrize("cmd", ["train-teacher", "train-student"])
+def test_a_missing_cuda_device_is_one_line_not_a_fallback(cmd, tiny_world, tmp_path):
+    result = runner.invoke(app, [cmd, "--out", str(tmp_path / "run"), "--config", str(TINY_CONFIG),
+                                 *[a for o in tiny_overrides(tiny_world) for a in ("--set", o)],
+                                 "--set", "device=cuda:99", "--losses" if cmd == "train-student" else "--no-evaluate",
+                                 *(["none"] if cmd == "train-student" else [])])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: device 'cuda:99'") and result.output.count("\n") == 1, result.output

@@ -15,7 +15,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from conftest import ROOT, make_tiny_config, tiny_overrides
+from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides
 from simdistill.cli import app
 from simdistill.feature_store import open_store
 from simdistill.training.checkpoint import save_checkpoint
@@ -25,7 +25,7 @@ FEATURES = ("cam_bev", "lidar_bev", "fused_bev", "heatmap", "boxes", "fg_mask", 
 
 
 def _cli_args(world: Path, extra: list[str]) -> list[str]:
-    args = ["--config", str(ROOT / "configs/demo.yaml")]
+    args = ["--config", str(TINY_CONFIG)]
     for o in tiny_overrides(world) + extra:
         args += ["--set", o]
     return args
@@ -145,3 +145,22 @@ def test_corrupted_chunk_fails_verify_and_read(tiny_store, tmp_path):
 
     with pytest.raises(StoreError, match=rf"view {view}\b.*fused_bev|fused_bev.*view {view}\b"):
         open_store(str(store)).read_view(view, ["fused_bev"])
+
+
+def test_verify_reset_bad_then_export_rewrites_only_the_bad_views(tiny_world, tiny_teacher, tiny_store, tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(tiny_store, store)
+    chunk = store / "cam_bev" / "c" / "3" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    result = runner.invoke(app, ["store", "verify", "--reset-bad", str(store)])
+    assert result.exit_code == 1 and "reset the done flag of 1 view(s)" in result.output, result.output
+    assert open_store(str(store)).done_views().tolist().count(False) == 1
+    assert not open_store(str(store)).done_views()[3]
+    export = runner.invoke(app, ["export-teacher", "--checkpoint", str(tiny_teacher), "--out", str(store),
+                                 *_cli_args(tiny_world, [])])
+    assert export.exit_code == 0 and "1 exported" in export.output, export.output
+    assert runner.invoke(app, ["store", "verify", str(store)]).exit_code == 0
+    a, b = open_store(str(store)), open_store(tiny_store)
+    np.testing.assert_array_equal(a.read_view(3, ["cam_bev"])["cam_bev"], b.read_view(3, ["cam_bev"])["cam_bev"])

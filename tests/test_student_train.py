@@ -16,9 +16,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import ROOT, make_tiny_config, tiny_overrides
+from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides
 from simdistill.cli import app
-from simdistill.errors import ConfigError, StoreError
+from simdistill.errors import CheckpointError, ConfigError, StoreError
 from simdistill.models import build_model
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.student_train.distill_step import arrays_needed, student_terms
@@ -36,7 +36,7 @@ runner = CliRunner()
 
 
 def _cli(world: Path, extra: list[str]) -> list[str]:
-    args = ["--config", str(ROOT / "configs/demo.yaml")]
+    args = ["--config", str(TINY_CONFIG)]
     for o in tiny_overrides(world) + extra:
         args += ["--set", o]
     return args
@@ -192,3 +192,24 @@ def test_evaluate_command_writes_metrics_and_plots(tiny_world, tiny_store, tmp_p
     assert set(metrics) >= {"mAP", "NDS", "mATE", "mAOE"}
     assert (out / "bev_0.png").exists() and (out / "loss_curves.png").exists()
     assert np.isfinite(metrics["NDS"])
+
+
+def test_resume_rule_machine_settings_may_change_the_run_may_not(tiny_world, tiny_store, tmp_path):
+    """One rule: a run resumes when its content is unchanged; threads, loader and the like may differ."""
+    out = tmp_path / "run"
+    first = train_student(make_tiny_config(tiny_world), out_dir=out, store=tiny_store, progress=False, stop_after=2)
+    assert first.steps == 2 and not first.finished
+    moved = make_tiny_config(tiny_world, ["threads=1", "student_train.loader=direct",
+                                          "student_train.prefetch_batches=3", "student_train.checkpoint_every=1"])
+    with pytest.raises(CheckpointError, match=r"distill.losses was \['imd', 'cmd', 'mmd_f', 'mmd_p'\], now \['imd'\]"):
+        train_student(make_tiny_config(tiny_world, ["distill.losses=[imd]"]), out_dir=out, store=tiny_store,
+                      progress=False)
+    other_store = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, other_store)
+    with pytest.raises(CheckpointError, match="targets.store_url was"):
+        train_student(make_tiny_config(tiny_world), out_dir=out, store=str(other_store), progress=False)
+    resumed = train_student(moved, out_dir=out, store=tiny_store, progress=False, stop_after=3)
+    assert resumed.steps == 3
+    result = runner.invoke(app, ["train-student", "--out", str(out), "--store", tiny_store, "--losses", "imd",
+                                 "--no-evaluate", *_cli(tiny_world, [])])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "distill.losses" in result.output

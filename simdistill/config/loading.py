@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from simdistill.config.checks import validate
-from simdistill.config.sections import Config, config_to_dict
+from simdistill.config.sections import Config
 from simdistill.errors import ConfigError
 
 RENAMED_SECTIONS: dict[str, str] = {"store": "store_format"}

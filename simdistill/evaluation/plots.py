@@ -22,6 +22,15 @@ PRED_COLOUR = "tab:red"
 NON_LOSS_KEYS = frozenset({"step", "epoch", "lr", "time", "elapsed", "wall_s", "samples_per_s", "grad_norm"})
 
 
+def save_figure(fig: plt.Figure, out_png: str | Path) -> Path:
+    """Write a figure as PNG (making its folder) and release it."""
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def _draw_boxes(ax: plt.Axes, boxes: np.ndarray, *, colour: str, label: str, dashed: bool) -> None:
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.size == 0:
@@ -61,11 +70,7 @@ def plot_bev_predictions(
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(True, linewidth=0.3)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -124,8 +129,4 @@ def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, *, smoothing: 
     ax.set_title(Path(jsonl_path).name)
     ax.legend(fontsize=8)
     ax.grid(True, linewidth=0.3)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

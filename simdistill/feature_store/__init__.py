@@ -6,13 +6,6 @@ Schema in `schema.py`, codecs in `codecs.py`, creating and resuming a store in `
 `show.py`.
 """
 
-from simdistill.feature_store.info import ArrayInfo, StoreInfo, store_info
-from simdistill.feature_store.prefetch import TargetPrefetcher, read_batch
-from simdistill.feature_store.reader import FeatureStoreReader, open_store
-from simdistill.feature_store.show import render_view_png
-from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, ArraySpec, arrays_for_losses
-from simdistill.feature_store.transforms import TeacherView, compact_boxes
-from simdistill.feature_store.verify import VerifyReport, reset_bad_views, verify_store
 from simdistill.feature_store.create import (
     StoreAttrs,
     create_or_resume_store,
@@ -20,6 +13,13 @@ from simdistill.feature_store.create import (
     open_for_resume,
     open_for_write,
 )
+from simdistill.feature_store.info import ArrayInfo, StoreInfo, store_info
+from simdistill.feature_store.prefetch import TargetPrefetcher, read_batch
+from simdistill.feature_store.reader import FeatureStoreReader, open_store
+from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, ArraySpec, arrays_for_losses
+from simdistill.feature_store.show import render_view_png
+from simdistill.feature_store.transforms import TeacherView, compact_boxes
+from simdistill.feature_store.verify import VerifyReport, reset_bad_views, verify_store
 from simdistill.feature_store.writer import FeatureStoreWriter
 
 __all__ = [

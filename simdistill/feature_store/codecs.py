@@ -1,26 +1,11 @@
 """Codec chains for the feature store (DESIGN.md §5): float16 → bytes → shuffle + zstd → crc32c.
 
-Why one Blosc codec (zstd inside, byte shuffle, 256 KiB blocks) rather than numcodecs `Shuffle`
-followed by zarr's `ZstdCodec`: measured with `python benchmarks/store_codecs.py --views 8 --repeats 3`
-(structured synthetic views at demo size, 2 shared CPU cores), zstd level 3 with byte shuffle, ratio vs
-raw float16 and MB/s of raw float16 through a zarr array:
-
-    array       Blosc 256 KiB blocks       Shuffle + ZstdCodec        Blosc, automatic blocks
-    cam_bev     1.84x enc  99 dec  632     1.79x enc 129 dec 487      1.72x enc 113 dec  514
-    lidar_bev   3.00x enc 165 dec 1281     2.94x enc 209 dec 846      2.81x enc 166 dec 1188
-    fused_bev   1.84x enc 125 dec  955     1.82x enc 151 dec 650      1.72x enc 133 dec  774
-    heatmap     1.49x enc 151 dec  393     1.47x enc 144 dec 244      1.49x enc 143 dec  430
-    all arrays  2.83x                      2.78x                      2.66x
-
-At paper sizes (`--paper --views 2`: 80/256/256 channels, 180x180) the same ordering holds: all
-arrays 3.21x (Blosc) vs 3.16x (separate) vs 3.01x (automatic blocks); lidar_bev decodes at 2198 vs
-1078 MB/s. With `--keepbits 7` (lossy mode's default) all arrays reach 3.85x, ~4.2 bits per value.
-
-Blosc with large blocks compresses slightly better and decodes 1.3-1.6x faster (decoding is what
-training repeats every epoch; encoding happens once, where separate codecs are ~20 % faster), and it
-is a Zarr v3 core codec, whereas the numcodecs wrappers warn that other Zarr implementations may not
-read them. Level 3: level 9 gains ~7 % size at 8 MB/s encode. Byte shuffle barely matters for dense
-lossless float16 features but shrinks heatmaps by 13 % and helps bit-rounded data.
+One Blosc codec (zstd level 3 inside, byte shuffle, 256 KiB blocks) rather than numcodecs `Shuffle` followed by
+zarr's `ZstdCodec`: on demo- and paper-size views it compressed slightly better and decoded faster (decoding is
+what training repeats every epoch; encoding happens once), and it is a Zarr v3 core codec, whereas the
+numcodecs wrappers warn that other Zarr implementations may not read them. Level 9 gains little size at a
+much slower encode; byte shuffle barely matters for dense lossless float16 features but shrinks heatmaps and
+helps bit-rounded data. The measurements behind these choices: `benchmarks/results/design_choices.md`.
 
 Lossy mode adds numcodecs `BitRound(keepbits)` as an array→array filter before serialisation. It
 works on float16 directly (numcodecs ≥ 0.16 knows float16's 10 mantissa bits), so no manual rounding

@@ -33,6 +33,7 @@ from mmdet3d.registry import MODELS  # noqa: E402
 from simdistill.config import BackboneConfig, BEVConfig, Config  # noqa: E402
 from simdistill.models.backbone import ImageBackbone  # noqa: E402
 from simdistill.models.fuser import ConvFuser  # noqa: E402
+from simdistill.models.head import BRANCHES  # noqa: E402
 from simdistill.models.lss import LSSTransform  # noqa: E402
 from simdistill.pipeline.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from simdistill.pipeline.sample import Batch  # noqa: E402
@@ -172,7 +173,6 @@ def cpu_bevfusion_config(cfg: Config) -> dict[str, Any]:
     h, w = bev.grid_size
     pc_range = [xmin, ymin, zmin, xmax, ymax, zmax]
     norm = dict(type="BN", eps=1e-3, momentum=0.01)
-    head = m.head
     backbone = {k: list(v) if isinstance(v, tuple) else v for k, v in m.backbone.__dict__.items()}
     neck_in = list(m.decoder.out_channels)
     model = dict(
@@ -196,30 +196,7 @@ def cpu_bevfusion_config(cfg: Config) -> dict[str, Any]:
         pts_neck=dict(type="SECONDFPN", in_channels=neck_in, out_channels=list(m.decoder.upsample_channels),
                       upsample_strides=[s // m.decoder.layer_strides[0] for s in _cumulative(m.decoder.layer_strides)],
                       norm_cfg=norm, upsample_cfg=dict(type="deconv", bias=False), use_conv_for_no_stride=True),
-        bbox_head=dict(
-            type="CenterHead",
-            in_channels=sum(m.decoder.upsample_channels),
-            tasks=[dict(num_class=len(t), class_names=list(t)) for t in head.tasks],
-            common_heads=dict(reg=(2, 2), height=(1, 2), dim=(3, 2), rot=(2, 2), vel=(2, 2)),
-            share_conv_channel=head.shared_channels,
-            bbox_coder=dict(type="CenterPointBBoxCoder", pc_range=pc_range[:2], post_center_range=[
-                xmin - 10, ymin - 10, -10.0, xmax + 10, ymax + 10, 10.0], max_num=head.pre_max_size,
-                score_threshold=head.score_threshold, out_size_factor=1, voxel_size=[xstep, ystep], code_size=9),
-            separate_head=dict(type="SeparateHead", init_bias=-2.19, final_kernel=3),
-            loss_cls=dict(type="mmdet.GaussianFocalLoss", reduction="mean"),
-            loss_bbox=dict(type="mmdet.L1Loss", reduction="mean", loss_weight=head.loss_bbox_weight),
-            norm_bbox=True,
-            train_cfg=dict(grid_size=[w, h, 1], voxel_size=[xstep, ystep, zmax - zmin], out_size_factor=1,
-                           dense_reg=1, gaussian_overlap=head.gaussian_overlap, max_objs=head.max_objs,
-                           min_radius=head.min_radius, code_weights=list(head.code_weights),
-                           point_cloud_range=pc_range),
-            test_cfg=dict(post_center_limit_range=[xmin - 10, ymin - 10, -10.0, xmax + 10, ymax + 10, 10.0],
-                          max_per_img=head.max_detections, max_pool_nms=False,
-                          min_radius=[r * r for r in head.nms_radius],  # mmdet3d compares squared distances
-                          score_threshold=head.score_threshold, out_size_factor=1, voxel_size=[xstep, ystep],
-                          nms_type="circle", pre_max_size=head.pre_max_size, post_max_size=head.max_detections,
-                          nms_thr=0.2),
-        ),
+        bbox_head=_centerhead_config(cfg),
     )
     return dict(
         custom_imports=dict(imports=["simdistill.interop.mmdet3d_cpu_bevfusion"], allow_failed_imports=False),
@@ -234,3 +211,35 @@ def _cumulative(strides: tuple[int, ...]) -> list[int]:
         acc *= s
         out.append(acc)
     return out
+
+
+def _centerhead_config(cfg: Config) -> dict[str, Any]:
+    """mmdet3d's CenterHead with our head's tasks, branches, targets and decoding (NMS radii squared)."""
+    head, bev = cfg.model.head, cfg.model.bev
+    (xmin, xmax, xstep), (ymin, ymax, ystep), (zmin, zmax, _) = bev.xbound, bev.ybound, bev.zbound
+    h, w = bev.grid_size
+    pc_range = [xmin, ymin, zmin, xmax, ymax, zmax]
+    return dict(
+        type="CenterHead",
+        in_channels=sum(cfg.model.decoder.upsample_channels),
+        tasks=[dict(num_class=len(t), class_names=list(t)) for t in head.tasks],
+        common_heads={name: (size, 2) for name, size in BRANCHES},  # (channels, convs)
+        share_conv_channel=head.shared_channels,
+        bbox_coder=dict(type="CenterPointBBoxCoder", pc_range=pc_range[:2], post_center_range=[
+            xmin - 10, ymin - 10, -10.0, xmax + 10, ymax + 10, 10.0], max_num=head.pre_max_size,
+            score_threshold=head.score_threshold, out_size_factor=1, voxel_size=[xstep, ystep], code_size=9),
+        separate_head=dict(type="SeparateHead", init_bias=-2.19, final_kernel=3),
+        loss_cls=dict(type="mmdet.GaussianFocalLoss", reduction="mean"),
+        loss_bbox=dict(type="mmdet.L1Loss", reduction="mean", loss_weight=head.loss_bbox_weight),
+        norm_bbox=True,
+        train_cfg=dict(grid_size=[w, h, 1], voxel_size=[xstep, ystep, zmax - zmin], out_size_factor=1,
+                       dense_reg=1, gaussian_overlap=head.gaussian_overlap, max_objs=head.max_objs,
+                       min_radius=head.min_radius, code_weights=list(head.code_weights),
+                       point_cloud_range=pc_range),
+        test_cfg=dict(post_center_limit_range=[xmin - 10, ymin - 10, -10.0, xmax + 10, ymax + 10, 10.0],
+                      max_per_img=head.max_detections, max_pool_nms=False,
+                      min_radius=[r * r for r in head.nms_radius],  # mmdet3d compares squared distances
+                      score_threshold=head.score_threshold, out_size_factor=1, voxel_size=[xstep, ystep],
+                      nms_type="circle", pre_max_size=head.pre_max_size, post_max_size=head.max_detections,
+                      nms_thr=0.2),
+    )

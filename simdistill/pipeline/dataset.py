@@ -24,7 +24,7 @@ import numpy as np
 from simdistill.config import CAMERA_NAMES, CLASS_NAMES
 from simdistill.errors import DataError
 from simdistill.pipeline.geometry import pose_matrix, quaternion_to_matrix, transform_points
-from simdistill.pipeline.sample import Sample
+from simdistill.pipeline.sample import ReopenedAfterPickling, Sample
 
 LIDAR_NAME = "LIDAR_TOP"
 SWEEP_CLOSE_RADIUS = 1.0  # [m] BEVFusion drops previous-sweep points this close to their sensor (ego body hits)
@@ -176,12 +176,14 @@ class SampleMeta:
     timestamp: int  # microseconds
 
 
-class NuScenesSource:
+class NuScenesSource(ReopenedAfterPickling):
     """Key frames of one split of a nuScenes v1.0 dataroot, loaded as `Sample`s.
 
     sweeps: LiDAR sweeps per sample (key frame + up to sweeps-1 previous LIDAR_TOP sample_data).
     drop_empty_boxes: drop GT boxes with no LiDAR or radar point, as the devkit's evaluation does.
     """
+
+    _transient = ("_nusc",)  # the devkit tables are re-loaded (once per process) after unpickling
 
     def __init__(
         self,
@@ -210,15 +212,6 @@ class NuScenesSource:
                 f"split '{split}' has no scenes in dataroot {self.dataroot} (scenes present: {present}); "
                 "choose another split or regenerate the data with scenes of this split"
             )
-
-    # The devkit instance is re-loaded (once per process) after unpickling, e.g. in a Dask worker.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_nusc"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     @property
     def nusc(self) -> Any:

@@ -41,7 +41,7 @@ from simdistill.pipeline.dataset import (
     require_file,
     sweep_into_key_frame,
 )
-from simdistill.pipeline.sample import Sample
+from simdistill.pipeline.sample import ReopenedAfterPickling, Sample
 
 # mmdet3d's NuScenesDataset.METAINFO['classes']: the label order of its info files.
 MMDET3D_CLASSES: tuple[str, ...] = (
@@ -147,7 +147,7 @@ def _label_map(metainfo: dict[str, Any]) -> dict[int, int]:
     return {int(i): CLASS_NAMES.index(name) for name, i in categories.items() if int(i) >= 0 and name in CLASS_NAMES}
 
 
-class InfoFileSource:
+class InfoFileSource(ReopenedAfterPickling):
     """Key frames of an mmdet3d v1.x nuScenes info file, loaded as `Sample`s (same interface as NuScenesSource).
 
     split: the devkit split name the file holds (used by evaluation, which reads the devkit tables).
@@ -155,6 +155,8 @@ class InfoFileSource:
         mmdet3d's converter keeps at most 10).
     drop_empty_boxes: drop GT boxes whose `bbox_3d_isvalid` is false (no LiDAR or radar point).
     """
+
+    _transient = ("_infos",)  # the info list is re-read (once per process) after unpickling
 
     def __init__(
         self,
@@ -194,15 +196,6 @@ class InfoFileSource:
             raise DataError(f"{bad}; {CONVERT_HINT}") from None
         if not self.tokens:
             raise DataError(f"info file {self.info_path} holds no samples; regenerate it for split '{split}'")
-
-    # The info list is re-read (once per process) after unpickling, e.g. in a Dask worker.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_infos"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     @property
     def infos(self) -> list[dict[str, Any]]:

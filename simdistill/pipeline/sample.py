@@ -118,3 +118,19 @@ def collate(views: list[View]) -> Batch:
         gt_boxes=[torch.from_numpy(v.gt_boxes) for v in views],
         gt_labels=[torch.from_numpy(v.gt_labels) for v in views],
     )
+
+
+class ReopenedAfterPickling:
+    """A data source that drops its loaded tables when pickled (to a Dask worker, say) and reloads them lazily
+    there, once per process. Subclasses name the attributes in `_transient`."""
+
+    _transient: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in self._transient:
+            state[name] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)

@@ -15,6 +15,7 @@ from torch import nn
 from simdistill.config import DISTILL_LOSSES, Config
 from simdistill.errors import ConfigError
 from simdistill.models.center_loss import gt_terms
+from simdistill.models.outputs import BEVOutputs
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.losses import cmd_loss, imd_loss, mmd_f_loss, mmd_p_loss
 from simdistill.training.fit import unwrap
@@ -56,10 +57,14 @@ def check_losses_for_variant(losses: tuple[str, ...], variant: str) -> None:
 
 def student_terms(model: nn.Module, batch: Batch, targets: TeacherTargets | None,
                   cfg: Config) -> dict[str, torch.Tensor]:
-    """The named terms (`TERM_KEYS`; unused distillation terms are 0) of one batch; the student sees no LiDAR."""
+    """The named terms (`TERM_KEYS`) of one batch: the student runs on its images only (no LiDAR)."""
+    return distill_terms(model(batch.without_points()), unwrap(model).head, batch, targets, cfg)
+
+
+def distill_terms(out: BEVOutputs, head: nn.Module, batch: Batch, targets: TeacherTargets | None,
+                  cfg: Config) -> dict[str, torch.Tensor]:
+    """The named terms (`TERM_KEYS`; unused distillation terms are 0) of given student outputs."""
     d = cfg.distill
-    out = model(batch.without_points())
-    head = unwrap(model).head
     terms, gt_targets = gt_terms(head, out.heatmap, out.boxes, batch.gt_boxes, batch.gt_labels)
     zero = terms["gt"].new_zeros(())
     terms.update({name: zero for name in DISTILL_LOSSES})

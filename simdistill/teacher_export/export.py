@@ -18,10 +18,10 @@ from simdistill.config import Config, config_to_dict
 from simdistill.errors import SimDistillError
 from simdistill.feature_store import StoreAttrs, create_or_resume_store
 from simdistill.pipeline.augment import AugParams, ViewBuilder
+from simdistill.pipeline.sources import open_data_source
 from simdistill.teacher_export.plan import pending_tasks, plan_views
 from simdistill.teacher_export.task import run_export_task
 from simdistill.teacher_export.teacher_loader import describe_teacher
-from simdistill.pipeline.sources import open_data_source
 from simdistill.training.progress import TrainProgress
 
 

@@ -8,6 +8,7 @@ public so that a benchmark can time the same work without the writes (`export_co
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -37,6 +38,7 @@ class TaskStats:
     write_seconds: float = 0.0  # time the writer thread spent writing
     wall_seconds: float = 0.0
     bytes_written: int = 0
+    worker_pid: int = field(default_factory=os.getpid)  # which worker process ran the task
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.__dict__)

@@ -19,7 +19,7 @@ pytest.importorskip("mmdet3d.structures")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import ROOT, make_tiny_config, tiny_overrides  # noqa: E402
+from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides  # noqa: E402
 from simdistill.cli import app  # noqa: E402
 from simdistill.errors import CheckpointError, ConfigError  # noqa: E402
 from simdistill.feature_store import open_store  # noqa: E402
@@ -70,7 +70,7 @@ def _mm_args(config_path: Path) -> list[str]:
 
 
 def _cli_args(world: Path, extra: list[str]) -> list[str]:
-    args = ["--config", str(ROOT / "configs/demo.yaml")]
+    args = ["--config", str(TINY_CONFIG)]
     for o in tiny_overrides(world) + extra:
         args += ["--set", o]
     return args

@@ -1,0 +1,66 @@
+"""Every benchmark runs end to end in its --smoke mode and ends with one JSON line of its figures, so none can
+silently stop working. The figures of a smoke run mean nothing; only that they are there is checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+BENCHMARKS = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One workdir for the module: the smoke world and teacher are made once and reused by every script."""
+    return tmp_path_factory.mktemp("bench")
+
+
+def run_smoke(script: str, *args: str, timeout: int = 600) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{script} --smoke failed:\n{proc.stderr[-3000:]}"
+    last = proc.stdout.strip().splitlines()[-1]
+    return json.loads(last)
+
+
+def test_store_codecs_smoke() -> None:
+    figures = run_smoke("store_codecs.py")
+    assert {"source", "views", "raw_f16_bytes", "total_bytes", "arrays"} <= set(figures)
+    assert figures["arrays"]["cam_bev"]["blosc-zstd3-shuf"]["bytes"] > 0
+
+
+@pytest.mark.slow
+def test_store_io_smoke(bench_workdir: Path) -> None:
+    figures = run_smoke("store_io.py", "--workdir", str(bench_workdir))
+    assert {"machine", "demo_sizes", "demo_export", "loss_rel_diff_max", "paper"} <= set(figures)
+    assert figures["demo_sizes"]["lossless"]["bytes_per_view"] > 0
+    assert set(figures["loss_rel_diff_max"]["random-init student"]["lossless"]) == {"imd", "cmd", "mmd_f", "mmd_p"}
+
+
+@pytest.mark.slow
+def test_step_time_smoke(bench_workdir: Path) -> None:
+    figures = run_smoke("step_time.py", "--workdir", str(bench_workdir))
+    assert set(figures["modes"]) == {"a", "b", "c", "d"}
+    assert {"ratios", "loader", "student_consumption_views_per_s"} <= set(figures)
+    assert figures["modes"]["b"]["prefetcher_used"] and not figures["modes"]["c"]["prefetcher_used"]
+
+
+@pytest.mark.slow
+def test_reproduce_smoke(tmp_path: Path) -> None:
+    figures = run_smoke("reproduce.py", "--workdir", str(tmp_path / "reproduce"))
+    assert {"baseline_nds_mean", "full_nds_mean", "gain_nds", "teacher_nds", "cached_minus_online_nds"} <= set(figures)
+    assert (tmp_path / "reproduce" / "results" / "reproduce.md").is_file()
+
+
+def test_tap_overhead_smoke(bench_workdir: Path) -> None:
+    pytest.importorskip("mmdet3d.registry", reason="needs the mmdet3d extra (scripts/install_mmdet3d.sh)")
+    figures = run_smoke("tap_overhead.py", "--workdir", str(bench_workdir))
+    assert {"ms_per_view", "tap_overhead", "views"} <= set(figures)

@@ -1,0 +1,139 @@
+"""The package's shape: imports flow one way through the layers, and no module or function grows past a size a
+reader can hold in mind. These read the source (ast); nothing is imported or run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "simdistill"
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "config", "__init__"),
+    ("cluster",),
+    ("pipeline",),
+    ("models",),
+    ("training",),
+    ("feature_store",),
+    ("interop",),
+    ("teacher_export",),
+    ("student_train",),
+    ("evaluation",),
+    ("demo",),
+    ("cli_common", "cli_store", "cli", "__main__"),
+)
+"""Bottom to top: a module may import its own layer and the layers below it, never one above (DESIGN.md §1-2:
+pipeline → models → training below the trainers; the store library below the exporter that writes it and the
+student that reads it; evaluation after training; the commands on top)."""
+
+MAX_MODULE_LINES = 350
+MAX_FUNCTION_LINES = 60
+DATA_TABLE_MODULES = {"config/sections.py"}  # dataclass field tables: long by nature, no logic
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _unit(module: Path) -> str:
+    """The layer unit of a module: its subpackage, or its own name for a top-level module."""
+    rel = module.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _layer(unit: str) -> int:
+    for i, units in enumerate(LAYERS):
+        if unit in units:
+            return i
+    raise AssertionError(f"simdistill/{unit} is in no layer of tests/test_structure.py LAYERS; place it there")
+
+
+def _imported_units(module: Path) -> list[tuple[int, str]]:
+    """(line, unit) of every simdistill import in the module, including those inside functions."""
+    tree = ast.parse(module.read_text(), filename=str(module))
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "simdistill"]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "simdistill" and len(parts) > 1 and not (len(parts) == 2 and parts[1] == "__version__"):
+                found.append((node.lineno, parts[1]))
+    return found
+
+
+def test_every_module_is_in_a_layer() -> None:
+    for module in _modules():
+        _layer(_unit(module))
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    upward = []
+    for module in _modules():
+        own = _layer(_unit(module))
+        for line, unit in _imported_units(module):
+            if (PACKAGE / unit).is_dir() or (PACKAGE / f"{unit}.py").is_file():
+                if _layer(unit) > own:
+                    upward.append(f"{module.relative_to(PACKAGE)}:{line} imports simdistill.{unit}")
+    assert not upward, "imports that go up the layers:\n" + "\n".join(upward)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    graph: dict[str, set[str]] = {}
+    for module in _modules():
+        name = ".".join(module.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(module.read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("simdistill"):
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("simdistill")}
+        graph[name] = deps - {name}
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if dep not in graph:
+                continue
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep] if dep in path else path + [dep]
+            if dep not in state:
+                found = visit(dep, path + [dep])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("module", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_and_functions_stay_small(module: Path) -> None:
+    rel = str(module.relative_to(PACKAGE))
+    lines = module.read_text().splitlines()
+    if rel not in DATA_TABLE_MODULES:
+        assert len(lines) <= MAX_MODULE_LINES, f"{rel} has {len(lines)} lines; split it by job"
+    long = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            size = node.end_lineno - node.lineno + 1
+            if size > MAX_FUNCTION_LINES:
+                long.append(f"{node.name} ({size} lines)")
+    assert not long, f"{rel}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
