@@ -1,15 +1,22 @@
-"""Does cached SimDistill deliver the paper's gain? The ablation table on the synthetic benchmark.
+"""Does cached SimDistill deliver the paper's gain? The synthetic benchmark: baseline vs SimDistill, and ablations.
 
-One world, one teacher, one export; then every row trains a student from that single store (same views,
-same schedule), each in its own subprocess so its wall time and peak RSS are its own, and is scored with
-the nuScenes devkit on the val split:
+One world, one teacher, one export; then every row trains a camera student from that single store (same views,
+same schedule), each in its own subprocess so its wall time and peak RSS are its own, with a val evaluation every
+`student_train.eval_every` steps (a learning curve) and per-term gradient norms in its log. Rows:
 
-    baseline (GT only) x seeds | +IMD | +IMD+CMD | +IMD+CMD+MMD-F | full x seeds | full w/o GCM | full, online teacher
+    pilot     baseline and full SimDistill at the first seed (the go/no-go: does the baseline learn at all?)
+    main      baseline and full SimDistill at every --seeds (mean +- std and the same-seed differences)
+    ablation  +IMD, +IMD+CMD, +IMD+CMD+MMD-F, full without GCM, full with the online teacher, and the depth
+              supervision switched the other way for baseline and full (first seed)
 
-Writes benchmarks/results/reproduce.md (table, seed spread, command, commit) and reproduce.png, prints the
-table and, last, one JSON line. Finished stages and rows are reused when re-run (delete --workdir to redo).
+Finished rows are reused (their run folder holds row.json), so `--rows main` after `--rows pilot` trains only the
+new seeds, and the report always merges every finished row of the workdir into one table:
+benchmarks/results/reproduce.md, reproduce.png (bars) and learning_curves.png, plus the JSON figures as the last
+line on stdout. The targets (DESIGN.md §9) are printed with whether each is met.
 
-    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce
+    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows pilot
+    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows main
+    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows ablation
 """
 
 from __future__ import annotations
@@ -17,43 +24,54 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import _reproduce_report as report
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 FULL = "imd,cmd,mmd_f,mmd_p"
+ROW_SETS = ("pilot", "main", "ablation")
 
 
 def log(msg: str) -> None:
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def rows(seeds: list[int]) -> list[dict[str, Any]]:
-    """The table's rows: (label, variant, losses, extra CLI args, seed)."""
-    out = [dict(label="baseline (GT only)", variant="baseline", losses="none", extra=[], seed=s) for s in seeds]
-    out += [
-        dict(label="+IMD", variant="simdistill", losses="imd", extra=[], seed=seeds[0]),
-        dict(label="+IMD+CMD", variant="simdistill", losses="imd,cmd", extra=[], seed=seeds[0]),
-        dict(label="+IMD+CMD+MMD-F", variant="simdistill", losses="imd,cmd,mmd_f", extra=[], seed=seeds[0]),
-    ]
-    out += [dict(label="full SimDistill (cached)", variant="simdistill", losses=FULL, extra=[], seed=s) for s in seeds]
-    out += [
-        dict(label="full without GCM", variant="simdistill", losses=FULL, extra=["--no-gcm"], seed=seeds[0]),
-        dict(label="full, online teacher", variant="simdistill", losses=FULL, extra=["--online-teacher"],
-             seed=seeds[0]),
-    ]
-    return out
+def row(label: str, variant: str, losses: str, seed: int, *, extra: list[str] | None = None,
+        sets: list[str] | None = None) -> dict[str, Any]:
+    return dict(label=label, variant=variant, losses=losses, seed=seed, extra=list(extra or []),
+                sets=list(sets or []))
 
 
-def run_dir_name(row: dict[str, Any]) -> str:
-    slug = row["label"].replace(" ", "_").replace("+", "p").replace("(", "").replace(")", "").replace(",", "")
-    return f"{slug}_seed{row['seed']}"
+def rows(which: str, seeds: list[int], depth_default: bool) -> list[dict[str, Any]]:
+    """The rows of one set; each row is (label, variant, losses, seed, extra CLI args, extra --set overrides)."""
+    s0 = seeds[0]
+    if which == "pilot":
+        return [row("baseline (GT only)", "baseline", "none", s0), row("full SimDistill (cached)", "simdistill", FULL, s0)]
+    if which == "main":
+        return [row("baseline (GT only)", "baseline", "none", s) for s in seeds] + \
+               [row("full SimDistill (cached)", "simdistill", FULL, s) for s in seeds]
+    flipped = [f"student_train.depth_supervision={str(not depth_default).lower()}"]
+    depth_label = "without" if depth_default else "with"
+    return [
+        row("+IMD", "simdistill", "imd", s0),
+        row("+IMD+CMD", "simdistill", "imd,cmd", s0),
+        row("+IMD+CMD+MMD-F", "simdistill", "imd,cmd,mmd_f", s0),
+        row("full without GCM", "simdistill", FULL, s0, extra=["--no-gcm"]),
+        row("full, online teacher", "simdistill", FULL, s0, extra=["--online-teacher"]),
+        row(f"baseline, {depth_label} depth supervision", "baseline", "none", s0, sets=flipped),
+        row(f"full, {depth_label} depth supervision", "simdistill", FULL, s0, sets=flipped),
+    ]
+
+
+def run_dir_name(r: dict[str, Any]) -> str:
+    slug = "".join(c if c.isalnum() else "_" for c in r["label"]).strip("_").replace("__", "_")
+    return f"{slug}_seed{r['seed']}"
 
 
 def cli(config: Path, overrides: list[str]) -> list[str]:
@@ -80,160 +98,110 @@ def run_measured(cmd: list[str], log_file: Path) -> tuple[float, float]:
 def prepare(config: Path, workdir: Path, overrides: list[str]) -> tuple[list[str], Path, str, dict[str, Any]]:
     """World, teacher, export (each skipped when done). Returns (overrides, teacher ckpt, store, teacher metrics)."""
     from simdistill.config import config_to_dict, load_config
+    from simdistill.evaluation.run import evaluate_run
     from simdistill.pipeline.synthetic import make_demo_data
+    from simdistill.teacher_export.export import export_teacher
+    from simdistill.training.teacher_trainer import train_teacher
 
-    cfg = load_config(config, overrides)
     dataroot = workdir / "data"
+    cfg = load_config(config, overrides)
     overrides = overrides + [f"data.dataroot={dataroot}", f"data.version={cfg.world.version}"]
-    marker = dataroot / "world_config.json"
+    cfg = load_config(config, overrides)
+    marker = workdir / "world_config.json"
     wanted = json.dumps(config_to_dict(cfg.world), sort_keys=True)
     if not (marker.exists() and marker.read_text() == wanted):
         log("world: generating")
+        t0 = time.perf_counter()
         make_demo_data(dataroot, cfg.world, progress=False)
         marker.write_text(wanted)
+        log(f"world: {time.perf_counter() - t0:.0f} s")
     teacher_dir = workdir / "teacher"
-    teacher = teacher_dir / "teacher.pt"
-    if not (teacher.exists() and (teacher_dir / "metrics.json").exists()):
+    if not (teacher_dir / "teacher.pt").exists() or not (teacher_dir / "metrics.json").exists():
         log("teacher: training")
-        subprocess.run([sys.executable, "-m", "simdistill", "train-teacher", "--out", str(teacher_dir),
-                        *cli(config, overrides)], check=True, stdout=subprocess.DEVNULL)
+        t0 = time.perf_counter()
+        result = train_teacher(cfg, out_dir=teacher_dir, progress=False)
+        evaluate_run(result.model, cfg, teacher_dir)
+        (teacher_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     store = str(workdir / "teacher_store.zarr")
     log("export: running (resumes)")
-    subprocess.run([sys.executable, "-m", "simdistill", "export-teacher", "--checkpoint", str(teacher), "--out", store,
-                    *cli(config, overrides)], check=True, stdout=subprocess.DEVNULL)
-    return overrides, teacher, store, json.loads((teacher_dir / "metrics.json").read_text())
+    export_teacher(cfg, checkpoint=teacher_dir / "teacher.pt", out=store, progress=False)
+    return overrides, teacher_dir / "teacher.pt", store, json.loads((teacher_dir / "metrics.json").read_text())
 
 
-def train_row(row: dict[str, Any], *, config: Path, overrides: list[str], workdir: Path, teacher: Path,
+def train_row(r: dict[str, Any], *, config: Path, overrides: list[str], workdir: Path, teacher: Path,
               store: str) -> dict[str, Any]:
-    out = workdir / "runs" / run_dir_name(row)
+    out = workdir / "runs" / run_dir_name(r)
     result_file = out / "row.json"
     if result_file.exists():
-        log(f"{row['label']} (seed {row['seed']}): done before, reused")
+        log(f"{r['label']} (seed {r['seed']}): done before, reused")
         return json.loads(result_file.read_text())
-    extra = ["--online-teacher", str(teacher)] if row["extra"] == ["--online-teacher"] else list(row["extra"])
+    extra = ["--online-teacher", str(teacher)] if r["extra"] == ["--online-teacher"] else list(r["extra"])
     cmd = [sys.executable, "-m", "simdistill", "train-student", "--out", str(out), "--store", store,
-           "--variant", row["variant"], "--losses", row["losses"], *extra,
-           *cli(config, overrides + [f"seed={row['seed']}"])]
-    log(f"{row['label']} (seed {row['seed']}): training")
+           "--variant", r["variant"], "--losses", r["losses"], *extra,
+           *cli(config, overrides + [f"seed={r['seed']}"] + r["sets"])]
+    log(f"{r['label']} (seed {r['seed']}): training")
     wall, rss = run_measured(cmd, out.parent / f"{out.name}.log")
-    metrics = json.loads((out / "metrics.json").read_text())
     log_lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
-    train_seconds = sum(r["step_seconds"] for r in log_lines)
-    record = {**row, "metrics": metrics, "wall_seconds": wall, "train_seconds": train_seconds, "peak_rss_mb": rss}
+    record = {**r, "metrics": json.loads((out / "metrics.json").read_text()), "wall_seconds": wall,
+              "train_seconds": sum(x["step_seconds"] for x in log_lines), "peak_rss_mb": rss,
+              "steps": log_lines[-1]["step"], "run_dir": str(out)}
     result_file.write_text(json.dumps(record, indent=2))
+    log(f"{r['label']} (seed {r['seed']}): NDS {record['metrics']['NDS']:.4f} mAP {record['metrics']['mAP']:.4f} "
+        f"in {wall / 60:.1f} min")
     return record
 
 
-def spread(records: list[dict[str, Any]], key: str) -> tuple[float, float]:
-    vals = [r["metrics"][key] for r in records]
-    return statistics.mean(vals), (max(vals) - min(vals)) if len(vals) > 1 else 0.0
+def finished_rows(workdir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((workdir / "runs").glob("*/row.json"))]
 
 
-def write_report(records: list[dict[str, Any]], teacher_metrics: dict[str, Any], *, command: str, commit: str,
-                 config: Path) -> tuple[str, dict[str, Any]]:
-    lines = [
-        "# Reproduction on the synthetic benchmark",
-        "",
-        f"Command: `{command}`  ",
-        f"Commit: `{commit}`  ",
-        f"Config: `{config.relative_to(REPO) if config.is_relative_to(REPO) else config}`; CPU, "
-        f"{os.cpu_count()} cores. Metrics: nuScenes devkit (detection_cvpr_2019) on the synthetic "
-        "val split. Train time = sum of step times; peak RSS of the training process.",
-        "",
-        "| row | seed | mAP | NDS | mATE | mAOE | train time [s] | peak RSS [MB] |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| teacher (LiDAR+camera) | - | {teacher_metrics['mAP']:.4f} | {teacher_metrics['NDS']:.4f} | "
-        f"{teacher_metrics['mATE']:.3f} | {teacher_metrics['mAOE']:.3f} | - | - |",
-    ]
-    for r in records:
-        m = r["metrics"]
-        lines.append(f"| {r['label']} | {r['seed']} | {m['mAP']:.4f} | {m['NDS']:.4f} | {m['mATE']:.3f} | "
-                     f"{m['mAOE']:.3f} | {r['train_seconds']:.0f} | {r['peak_rss_mb']:.0f} |")
-    base = [r for r in records if r["label"].startswith("baseline")]
-    full = [r for r in records if r["label"] == "full SimDistill (cached)"]
-    online = [r for r in records if r["label"] == "full, online teacher"]
-    b_nds, b_spread = spread(base, "NDS")
-    f_nds, f_spread = spread(full, "NDS")
-    gain = f_nds - b_nds
-    figures: dict[str, Any] = {
-        "baseline_nds_mean": b_nds, "baseline_nds_spread": b_spread, "full_nds_mean": f_nds,
-        "full_nds_spread": f_spread, "gain_nds": gain, "teacher_nds": teacher_metrics["NDS"],
-        "baseline_map_mean": spread(base, "mAP")[0], "full_map_mean": spread(full, "mAP")[0],
-    }
-    same_seed_full = [r for r in full if r["seed"] == online[0]["seed"]] if online else []
-    if online and same_seed_full:
-        figures["cached_minus_online_nds"] = same_seed_full[0]["metrics"]["NDS"] - online[0]["metrics"]["NDS"]
-        figures["online_over_cached_train_time"] = online[0]["train_seconds"] / same_seed_full[0]["train_seconds"]
-        figures["online_minus_cached_rss_mb"] = online[0]["peak_rss_mb"] - same_seed_full[0]["peak_rss_mb"]
-    lines += [
-        "",
-        f"Seed spread (max - min NDS over {len(base)} seeds): baseline {b_spread:.4f}, full {f_spread:.4f}.  ",
-        f"Full SimDistill - baseline: {gain:+.4f} NDS (mean over seeds); target >= +0.04 and above the spread.  ",
-    ]
-    if "cached_minus_online_nds" in figures:
-        lines.append(f"Cached - online (same seed): {figures['cached_minus_online_nds']:+.4f} NDS (target within "
-                     f"0.005); online/cached train time {figures['online_over_cached_train_time']:.2f}x; peak RSS "
-                     f"online - cached {figures['online_minus_cached_rss_mb']:+.0f} MB.")
-    lines += ["", "Paper (real nuScenes val, for orientation only — not our numbers): teacher BEVFusion 68.5 mAP / "
-              "71.4 NDS; BEVFusion-C 35.5 / 41.2; SimDistill 40.4 / 45.3."]
-    return "\n".join(lines), figures
-
-
-def plot(records: list[dict[str, Any]], teacher_metrics: dict[str, Any], out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["teacher"] + [f"{r['label']} s{r['seed']}" for r in records]
-    nds = [teacher_metrics["NDS"]] + [r["metrics"]["NDS"] for r in records]
-    maps = [teacher_metrics["mAP"]] + [r["metrics"]["mAP"] for r in records]
-    fig, ax = plt.subplots(figsize=(11, 4))
-    x = range(len(labels))
-    ax.bar([i - 0.2 for i in x], maps, width=0.4, label="mAP")
-    ax.bar([i + 0.2 for i in x], nds, width=0.4, label="NDS")
-    ax.set_xticks(list(x), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("devkit score, synthetic val")
-    ax.set_title("SimDistill ablation on the synthetic benchmark (cached teacher unless noted)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "bench.yaml")
     parser.add_argument("--workdir", type=Path, default=REPO / "bench_work" / "reproduce")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--rows", default="pilot", help=f"comma list of {', '.join(ROW_SETS)} (default pilot)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
-    parser.add_argument("--smoke", action="store_true", help="configs/tiny.yaml, one epoch, three rows, results in "
-                        "--workdir: checks the script runs (the test suite runs it); its figures mean nothing")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the table and charts go")
+    parser.add_argument("--smoke", action="store_true", help="configs/tiny.yaml, one epoch, the pilot rows and the "
+                        "online row, results in --workdir: checks the script runs (the test suite runs it)")
     args = parser.parse_args()
-    results = RESULTS
+    unknown = [r for r in args.rows.split(",") if r not in ROW_SETS]
+    if unknown:
+        raise SystemExit(f"error: --rows {args.rows}: unknown set {unknown[0]}; choose from {', '.join(ROW_SETS)}")
     if args.smoke:
-        args.config, args.seeds, results = REPO / "configs" / "tiny.yaml", [0], args.workdir / "results"
-        args.overrides += ["student_train.epochs=1", "teacher_train.epochs=1"]
+        args.config, args.seeds, args.results = REPO / "configs" / "tiny.yaml", [0], args.workdir / "results"
+        args.overrides += ["student_train.epochs=1", "teacher_train.epochs=1", "student_train.eval_every=3",
+                           "student_train.grad_norms_every=2"]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    from simdistill.config import load_config
+
     args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = args.workdir.resolve()
     t0 = time.time()
-    overrides, teacher, store, teacher_metrics = prepare(args.config, args.workdir.resolve(), list(args.overrides))
-    chosen = rows(args.seeds)
-    if args.smoke:  # one row of each kind of run: GT only, cached distillation, online teacher
-        chosen = [r for r in chosen if r["label"] in ("baseline (GT only)", "full SimDistill (cached)",
-                                                      "full, online teacher")]
-    records = [train_row(r, config=args.config, overrides=overrides, workdir=args.workdir.resolve(), teacher=teacher,
-                         store=store) for r in chosen]
+    overrides, teacher, store, teacher_metrics = prepare(args.config, workdir, list(args.overrides))
+    depth_default = load_config(args.config, overrides).student_train.depth_supervision
+    chosen = [r for which in args.rows.split(",") for r in rows(which, args.seeds, depth_default)]
+    if args.smoke:
+        chosen = rows("pilot", args.seeds, depth_default) + [r for r in rows("ablation", args.seeds, depth_default)
+                                                           if r["label"] == "full, online teacher"]
+    for r in chosen:
+        train_row(r, config=args.config, overrides=overrides, workdir=workdir, teacher=teacher, store=store)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
-    report, figures = write_report(records, teacher_metrics, command=command.strip(), commit=commit.strip(),
-                                   config=args.config.resolve())
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "reproduce.md").write_text(report + "\n")
-    plot(records, teacher_metrics, results / "reproduce.png")
-    figures["total_seconds"] = time.time() - t0
-    figures["peak_rss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(report)
+    records = finished_rows(workdir)
+    text, figures = report.write(records, teacher_metrics, command=command.strip(), commit=commit.strip(),
+                                 config=args.config.resolve(), repo=REPO, depth_default=depth_default)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "reproduce.md").write_text(text + "\n")
+    report.plot_bars(records, teacher_metrics, args.results / "reproduce.png")
+    report.plot_learning_curves(records, args.results / "learning_curves.png")
+    figures["total_seconds_this_invocation"] = time.time() - t0
+    print(text)
     print(json.dumps(figures))
 
 

@@ -94,10 +94,12 @@ def make_demo_data_cmd(
 def train_teacher_cmd(out: RunOut, config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = True,
                       evaluate: EvaluateOpt = True) -> None:
     """Train the BEVFusion-style LiDAR-camera teacher on the train split, then evaluate it on val."""
+    from simdistill.evaluation.run import curve_hooks
     from simdistill.training.teacher_trainer import train_teacher
 
     cfg = load_cli_config(config, set_)
-    _finish_run(train_teacher(cfg, out_dir=out, resume=resume), cfg, out, evaluate)
+    result = train_teacher(cfg, out_dir=out, resume=resume, hooks=curve_hooks(cfg, cfg.teacher_train, out))
+    _finish_run(result, cfg, out, evaluate)
 
 
 @app.command("export-teacher")
@@ -178,6 +180,7 @@ def train_student_cmd(
     evaluate: EvaluateOpt = True,
 ) -> None:
     """Train a camera-only student from cached teacher targets (or GT only, or with an online teacher)."""
+    from simdistill.evaluation.run import curve_hooks
     from simdistill.student_train.trainer import train_student
 
     cfg = load_cli_config(config, set_)
@@ -190,7 +193,7 @@ def train_student_cmd(
         cfg.distill.losses = () if names in (["none"], []) else tuple(names)
     _revalidate(cfg)
     result = train_student(cfg, out_dir=out, store=store, online_teacher=online_teacher, scheduler=scheduler,
-                           resume=resume)
+                           resume=resume, hooks=curve_hooks(cfg, cfg.student_train, out))
     _finish_run(result, cfg, out, evaluate)
 
 

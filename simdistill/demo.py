@@ -65,6 +65,7 @@ def _train_and_evaluate(train: Callable[[], Any], cfg: Config, run_dir: Path) ->
 
 
 def run_demo(cfg: Config, *, workdir: Path) -> str:
+    from simdistill.evaluation.run import curve_hooks
     from simdistill.student_train.trainer import train_student
     from simdistill.teacher_export.export import export_teacher
     from simdistill.training.teacher_trainer import train_teacher
@@ -83,7 +84,8 @@ def run_demo(cfg: Config, *, workdir: Path) -> str:
     if teacher_metrics is None:
         _log("teacher: training the LiDAR-camera teacher")
         teacher_metrics = _timed("teacher", lambda: _train_and_evaluate(
-            lambda: train_teacher(cfg, out_dir=teacher_dir), cfg, teacher_dir), timings)
+            lambda: train_teacher(cfg, out_dir=teacher_dir, hooks=curve_hooks(cfg, cfg.teacher_train, teacher_dir)),
+            cfg, teacher_dir), timings)
     else:
         _log("teacher: finished run found, skipped")
 
@@ -103,7 +105,8 @@ def run_demo(cfg: Config, *, workdir: Path) -> str:
         if metrics is None:
             _log(f"{variant}: training the student")
             metrics = _timed(variant, lambda s=scfg, d=run_dir: _train_and_evaluate(
-                lambda: train_student(s, out_dir=d, store=store), s, d), timings)
+                lambda: train_student(s, out_dir=d, store=store, hooks=curve_hooks(s, s.student_train, d)), s, d),
+                timings)
         else:
             _log(f"{variant}: finished run found, skipped")
         rows[label] = metrics

@@ -72,7 +72,7 @@ def test_gcm_layer_matches_naive_reference() -> None:
     locations = ref[None, :, None, None] + offsets / torch.tensor([w, h])
     assert ((locations < 0) | (locations > 1)).any()
     attended = gcm.output_proj(naive_deformable_attention(value, locations, weights))
-    expected = gcm.norm(src + attended).transpose(1, 2).reshape(2, channels, h, w)
+    expected = (src + attended).transpose(1, 2).reshape(2, channels, h, w)  # attn(src) + src, no norm
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -88,9 +88,15 @@ def test_gcm_init_samples_on_circles_and_is_differentiable() -> None:
     assert x.grad.abs().sum() > 0 and gcm.sampling_offsets.weight.grad.abs().sum() > 0
 
 
-def test_gcm_with_ffn_keeps_shape() -> None:
-    gcm = GCM(8, GCMConfig(heads=2, points=2, ffn_channels=16), (3, 3))
-    assert gcm(torch.randn(2, 8, 3, 3)).shape == (2, 8, 3, 3)
+def test_gcm_keeps_where_the_lift_put_mass() -> None:
+    """The residual is not normalised: a map that is zero outside a few cells stays near zero there."""
+    torch.manual_seed(0)
+    gcm = GCM(8, GCMConfig(heads=2, points=2), (6, 6))
+    x = torch.zeros(1, 8, 6, 6)
+    x[0, :, 2, 3] = 5.0
+    out = gcm(x)
+    assert out.shape == x.shape
+    assert out[0, :, 2, 3].norm() > 5 * out[0, :, 5, 0].norm()
 
 
 @pytest.mark.parametrize("heads, channels", [(3, 8), (8, 12)])

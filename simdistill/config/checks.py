@@ -25,6 +25,10 @@ MACHINE_KEYS: frozenset[str] = frozenset({
     "student_train.checkpoint_every",
     "student_train.prefetch_batches",
     "student_train.loader",
+    "student_train.eval_every",  # evaluating during training reads the model, never changes it
+    "teacher_train.eval_every",
+    "student_train.grad_norms_every",  # diagnostics: autograd.grad leaves the parameters' .grad untouched
+    "teacher_train.grad_norms_every",
     "export.workers",
     "export.threads_per_worker",
     "export.write_queue",
@@ -126,6 +130,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"distill.losses has unknown loss '{loss}'; choose from {', '.join(DISTILL_LOSSES)}")
     if cfg.student_train.loader not in ("dask", "direct"):
         raise ConfigError(f"student_train.loader '{cfg.student_train.loader}' is unknown; use dask or direct")
+    if cfg.student_train.online_encoding not in ("raw", "store"):
+        raise ConfigError(f"student_train.online_encoding '{cfg.student_train.online_encoding}' is unknown; use raw "
+                          "or store")
     if cfg.student_train.variant not in STUDENT_VARIANTS:
         raise ConfigError(f"student_train.variant '{cfg.student_train.variant}' is unknown; "
                           f"use {' or '.join(STUDENT_VARIANTS)}")

@@ -170,8 +170,7 @@ class GCMConfig:
 
     enabled: bool = True
     heads: int = 8
-    points: int = 20
-    ffn_channels: int = 0  # 0 = no feed-forward after the attention
+    points: int = 20  # sampling points per head (the official GCM: 20)
 
 
 @dataclass
@@ -183,6 +182,12 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     gcm: GCMConfig = field(default_factory=GCMConfig)
     max_points_per_pillar: int = 32
+    # The teacher lifts its camera features with the view's LiDAR depth (BEVFusion's DepthLSSTransform in its
+    # LiDAR-camera model), so its camera BEV is geometric; students never see LiDAR.
+    teacher_depth_input: bool = True
+    # SimDistill student: one view transform (depth net + splat) for both branches, which then differ only by the
+    # GCM and the adapter, as the official code calls one transform twice; False = two independent lifts.
+    shared_lift: bool = False
 
 
 @dataclass
@@ -196,6 +201,9 @@ class TrainConfig:
     grad_clip: float = 35.0  # max global gradient norm
     checkpoint_every: int = 200  # steps between writes of last.pt
     deterministic: bool = True  # torch.use_deterministic_algorithms (warn-only where an op has none)
+    eval_every: int = 0  # steps between val evaluations during training (a learning curve); 0 = only at the end
+    grad_norms_every: int = 0  # steps between logging each loss term's gradient norm on the shared image/lift
+    #                            parameters (train_log.jsonl `grad_norm/<term>`); 0 = never
 
 
 @dataclass
@@ -210,6 +218,15 @@ class StudentTrainConfig(TrainConfig):
     variant: str = "simdistill"  # one of STUDENT_VARIANTS
     prefetch_batches: int = 2  # batches read ahead by the Dask loader
     loader: str = "dask"  # dask (read-ahead tasks) | direct (synchronous Zarr reads; for comparison)
+    # Train-time only: supervise every depth net of the student with the view's key-frame LiDAR depth (BEVDepth's
+    # BCE on the nearest point per feature patch). The same for baseline and SimDistill; the deployed student
+    # still takes images and calibration only.
+    depth_supervision: bool = False
+    depth_loss_weight: float = 3.0
+    # --online-teacher targets: "raw" float32, as the published code computes them, or "store": view by view through
+    # the store's own encoding (masking, float16, lossy rounding), which makes an online run bit-identical to a
+    # run from a store exported with the same settings.
+    online_encoding: str = "raw"
 
 
 @dataclass

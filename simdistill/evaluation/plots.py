@@ -19,7 +19,8 @@ from simdistill.pipeline.geometry import box_corners  # noqa: E402
 
 GT_COLOUR = "tab:green"
 PRED_COLOUR = "tab:red"
-NON_LOSS_KEYS = frozenset({"step", "epoch", "lr", "time", "elapsed", "wall_s", "samples_per_s", "grad_norm"})
+NON_LOSS_KEYS = frozenset({"step", "epoch", "lr", "time", "elapsed", "wall_s", "samples_per_s", "grad_norm",
+                           "step_seconds"})
 
 
 def save_figure(fig: plt.Figure, out_png: str | Path) -> Path:
@@ -99,9 +100,8 @@ def _smooth(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, *, smoothing: float = 0.6) -> Path:
-    """One smoothed line per loss key found in a JSONL log of {"step": .., "loss": .., "imd": .., ...}."""
-    records = read_jsonl(jsonl_path)
+def _series(records: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """key -> (steps, values) of every finite number in the records (booleans and NON_LOSS_KEYS left out)."""
     series: dict[str, tuple[list[float], list[float]]] = {}
     for i, rec in enumerate(records):
         step = float(rec.get("step", i))
@@ -112,21 +112,43 @@ def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, *, smoothing: 
                 steps, vals = series.setdefault(key, ([], []))
                 steps.append(step)
                 vals.append(float(value))
-    if not series:
-        raise DataError(f"{jsonl_path} has no numeric loss values; expected lines like {{\"step\": 1, \"loss\": 0.5}}")
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    return series
+
+
+def _panel(ax: plt.Axes, series: dict[str, tuple[list[float], list[float]]], *, ylabel: str, smoothing: float,
+           bold: str = "") -> None:
     positive = True
-    for key in sorted(series, key=lambda k: (k != "loss", k)):
+    for key in sorted(series, key=lambda k: (k != bold, k)):
         steps, vals = series[key]
         arr = np.asarray(vals)
         positive &= bool((arr > 0).all())
-        (line,) = ax.plot(steps, _smooth(arr, smoothing), label=key, linewidth=2.0 if key == "loss" else 1.2)
-        ax.plot(steps, arr, color=line.get_color(), alpha=0.2, linewidth=0.8)  # raw values, faint
+        smooth = _smooth(arr, smoothing) if smoothing else arr
+        (line,) = ax.plot(steps, smooth, label=key, linewidth=2.0 if key == bold else 1.2,
+                          marker="o" if len(arr) < 30 else None, markersize=3)
+        if smoothing:
+            ax.plot(steps, arr, color=line.get_color(), alpha=0.2, linewidth=0.8)  # raw values, faint
     if positive:
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(Path(jsonl_path).name)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
     ax.grid(True, linewidth=0.3)
+
+
+def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, *, smoothing: float = 0.6) -> Path:
+    """The training log as pictures: each loss term (smoothed); if logged, each term's gradient norm on the shared
+    image/lift parameters (`grad_norm/<term>`, log scale); and the val learning curve (`val_mAP`, `val_NDS`)."""
+    series = _series(read_jsonl(jsonl_path))
+    grads = {k.removeprefix("grad_norm/"): v for k, v in series.items() if k.startswith("grad_norm/")}
+    curve = {k.removeprefix("val_"): v for k, v in series.items() if k.startswith("val_")}
+    losses = {k: v for k, v in series.items() if not k.startswith(("grad_norm/", "val_"))}
+    if not losses:
+        raise DataError(f"{jsonl_path} has no numeric loss values; expected lines like {{\"step\": 1, \"loss\": 0.5}}")
+    panels = [("loss", losses, smoothing)] + [("gradient norm, shared params", grads, smoothing)] * bool(grads) \
+        + [("val (devkit)", curve, 0.0)] * bool(curve)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), dpi=100, squeeze=False)
+    for ax, (label, data, smooth) in zip(axes[0], panels):
+        _panel(ax, data, ylabel=label, smoothing=smooth, bold="loss")
+    axes[0][0].set_title(Path(jsonl_path).name)
+    fig.tight_layout()
     return save_figure(fig, out_png)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from simdistill.config import MODEL_KINDS, Config, apply_overrides, config_from_dict, config_to_dict
+from simdistill.config import MODEL_KINDS, Config, TrainConfig, apply_overrides, config_from_dict, config_to_dict
 from simdistill.evaluation.devkit_eval import EvalResult, evaluate_submission
 from simdistill.evaluation.submission import detections_to_submission
 from simdistill.models import build_model
@@ -22,6 +22,7 @@ from simdistill.pipeline.sample import collate
 from simdistill.pipeline.sources import DataSource, open_data_source
 from simdistill.training.background import prefetch
 from simdistill.training.checkpoint import checkpoint_config, load_checkpoint
+from simdistill.training.fit import StepHook
 from simdistill.training.runtime import resolve_device
 
 N_BEV_PLOTS = 3
@@ -52,6 +53,34 @@ def predict_split(model: torch.nn.Module, cfg: Config, source: DataSource, *,
     return results, metas
 
 
+def score_model(model: torch.nn.Module, cfg: Config, source: DataSource, out_dir: Path) -> tuple[EvalResult, list]:
+    """Devkit metrics of `model` on the samples of `source` (submission and metrics JSON in out_dir), and its
+    detections."""
+    results, metas = predict_split(model, cfg, source)
+    submission = detections_to_submission(results, metas, class_names=cfg.class_names)
+    result = evaluate_submission(submission, dataroot=cfg.data.dataroot, version=cfg.data.version, split=source.split,
+                                 out_dir=out_dir)
+    return result, results
+
+
+def learning_curve_hook(cfg: Config, run_dir: Path, *, every: int, split: str = "val") -> StepHook:
+    """A `fit` hook: every `every` steps, the devkit's mAP and NDS on `split` (run_dir/curve/step_N/) join the
+    step's JSONL record as `val_mAP` and `val_NDS`, so a run yields a learning curve."""
+    source = open_data_source(cfg.data, split)
+
+    def run(step: int, model: torch.nn.Module) -> dict[str, float]:
+        result, _ = score_model(model, cfg, source, Path(run_dir) / "curve" / f"step_{step}")
+        return {"val_mAP": result.mAP, "val_NDS": result.NDS}
+
+    return StepHook(every=every, run=run)
+
+
+def curve_hooks(cfg: Config, train: TrainConfig, run_dir: Path) -> list[StepHook]:
+    """The hooks a run of `train` (cfg.teacher_train or cfg.student_train) wants: a learning curve when its
+    `eval_every` is set."""
+    return [learning_curve_hook(cfg, run_dir, every=train.eval_every)] if train.eval_every > 0 else []
+
+
 def evaluate_model(model: torch.nn.Module, cfg: Config, *, split: str, out_dir: Path,
                    log_path: Path | None = None) -> EvalResult:
     """Devkit metrics of `model` on `split`; writes submission, metrics, a table and PNGs into out_dir."""
@@ -60,10 +89,7 @@ def evaluate_model(model: torch.nn.Module, cfg: Config, *, split: str, out_dir: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = open_data_source(cfg.data, split)
-    results, metas = predict_split(model, cfg, source)
-    submission = detections_to_submission(results, metas, class_names=cfg.class_names)
-    result = evaluate_submission(submission, dataroot=cfg.data.dataroot, version=cfg.data.version, split=source.split,
-                                 out_dir=out_dir)
+    result, results = score_model(model, cfg, source, out_dir)
     (out_dir / "metrics_table.txt").write_text(result.to_table() + "\n")
     for i in range(min(N_BEV_PLOTS, len(results))):
         sample = source.load(i)

@@ -18,7 +18,7 @@ from simdistill.feature_store.prefetch import TargetPrefetcher, read_batch
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
 from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, ArraySpec, arrays_for_losses
 from simdistill.feature_store.show import render_view_png
-from simdistill.feature_store.transforms import TeacherView, compact_boxes
+from simdistill.feature_store.transforms import TeacherView, compact_boxes, stored_values
 from simdistill.feature_store.verify import VerifyReport, reset_bad_views, verify_store
 from simdistill.feature_store.writer import FeatureStoreWriter
 
@@ -45,5 +45,6 @@ __all__ = [
     "render_view_png",
     "reset_bad_views",
     "store_info",
+    "stored_values",
     "verify_store",
 ]

@@ -5,9 +5,10 @@ queries are the BEV cells, each query = feature + learned position embedding (co
 C/2 concatenated with row embedding C/2); values are a linear projection of the features (no
 position); each of `heads` heads samples its value map at `points` locations = the cell's centre
 (reference point) + predicted offsets in cells, bilinearly with zero padding and
-`align_corners=False`, weighted by a softmax over the points; an output projection, a residual
-and a post-LayerNorm over channels follow (as Deformable-DETR's encoder). An optional
-feed-forward block (`gcm.ffn_channels > 0`) adds Linear-ReLU-Linear + residual + LayerNorm.
+`align_corners=False`, weighted by a softmax over the points; an output projection and a residual follow,
+with no normalisation and no feed-forward block: `attn(src) + src`, as the official SimDistill GCM (which keeps
+only the attention of Deformable-DETR's encoder layer). A normalisation after the residual would make every cell
+mean 0 and std 1 over channels and erase where the lift put mass.
 """
 
 from __future__ import annotations
@@ -65,13 +66,6 @@ class GCM(nn.Module):
         self.sampling_offsets = nn.Linear(channels, cfg.heads * cfg.points * 2)
         self.attention_weights = nn.Linear(channels, cfg.heads * cfg.points)
         self.output_proj = nn.Linear(channels, channels)
-        self.norm = nn.LayerNorm(channels)
-        self.ffn: nn.Module | None = None
-        if cfg.ffn_channels > 0:
-            self.ffn = nn.Sequential(
-                nn.Linear(channels, cfg.ffn_channels), nn.ReLU(inplace=True), nn.Linear(cfg.ffn_channels, channels)
-            )
-            self.ffn_norm = nn.LayerNorm(channels)
         self.register_buffer("ref_points", reference_points(h, w), persistent=False)
         self.reset_parameters()
 
@@ -114,7 +108,4 @@ class GCM(nn.Module):
         scale = torch.tensor([w, h], dtype=offsets.dtype, device=offsets.device)
         locations = self.ref_points[None, :, None, None, :] + offsets / scale  # [B, HW, M, P, 2]
         attended = self.output_proj(deformable_attention(value, locations, weights))  # [B, HW, C]
-        out = self.norm(src + attended)
-        if self.ffn is not None:
-            out = self.ffn_norm(out + self.ffn(out))
-        return out.transpose(1, 2).reshape(b, c, h, w)  # [B, C, H, W]
+        return (src + attended).transpose(1, 2).reshape(b, c, h, w)  # [B, C, H, W]

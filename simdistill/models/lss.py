@@ -1,7 +1,8 @@
 """Lift-Splat-Shoot view transform (BEVFusion's LSSTransform) with BEV pooling by scatter-add.
 
-Lift: a 1x1 depth net predicts D depth logits and C context channels per feature pixel; softmax over
-depth and an outer product give a frustum of features [B, N, D, fH, fW, C].
+Lift: a depth net predicts D depth logits and C context channels per feature pixel (a 1x1 conv; or, lifting with
+LiDAR depth as BEVFusion's LiDAR-camera model does, convs over the image features and an encoded sparse depth
+image); softmax over depth and an outer product give a frustum of features [B, N, D, fH, fW, C].
 Geometry: frustum points (u, v, d) sit at feature-pixel centres in AUGMENTED image coordinates
 (pixel (i, j) of a stride-s map has its centre at image pixel (j + 0.5) * s - 0.5, the convention in which
 integer coordinates are pixel centres, as camera intrinsics use); they are mapped back through
@@ -15,12 +16,15 @@ the stored grid [B, C, H, W].
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from simdistill.config import BEVConfig
-from simdistill.errors import ConfigError
+from simdistill.errors import ConfigError, DataError
+from simdistill.models.backbone import conv_bn_relu
+from simdistill.models.depth import sparse_depth_image
 from simdistill.pipeline.sample import Batch
 
 
@@ -116,45 +120,79 @@ def points_to_cells(
     return row, col, keep
 
 
+@dataclass
+class LiftOutput:
+    """A view transform's result: the camera BEV map and the depth distribution it lifted with."""
+
+    bev: torch.Tensor  # [B, C, H, W]
+    depth: torch.Tensor  # [B*N, D, fH, fW] softmax over the D depth bins
+
+
+def depth_encoder(feature_stride: int) -> nn.Sequential:
+    """BEVFusion's `dtransform`: a sparse depth image [BN, 1, H, W] -> [BN, 64, H/s, W/s] (1x1, then 5x5 convs
+    of stride 4 and 2, each followed by BN + ReLU; one more stride-2 conv for feature stride 16)."""
+    layers: list[nn.Module] = [nn.Conv2d(1, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                               nn.Conv2d(8, 32, 5, stride=4, padding=2, bias=False), nn.BatchNorm2d(32),
+                               nn.ReLU(inplace=True)]
+    channels = 32
+    for _ in range(int(round(math.log2(feature_stride // 4)))):
+        layers += [nn.Conv2d(channels, 64, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(64),
+                   nn.ReLU(inplace=True)]
+        channels = 64
+    return nn.Sequential(*layers)
+
+
 class LSSTransform(nn.Module):
-    """Image features [B*N, C_in, fH, fW] + calibration -> camera BEV [B, C_out, H, W]."""
+    """Image features [B*N, C_in, fH, fW] + calibration -> camera BEV [B, C_out, H, W].
+
+    `depth_input=False` is BEVFusion's camera-only `LSSTransform` (a 1x1 depth net); `depth_input=True` is its
+    LiDAR-camera `DepthLSSTransform`: a sparse depth image of the view's points goes through `depth_encoder`,
+    is concatenated before the image features, and two 3x3 convs and a 1x1 conv predict depth and context.
+    """
 
     def __init__(
-        self, in_channels: int, out_channels: int, bev: BEVConfig, *, final_hw: tuple[int, int], feature_stride: int
+        self, in_channels: int, out_channels: int, bev: BEVConfig, *, final_hw: tuple[int, int], feature_stride: int,
+        depth_input: bool = False,
     ) -> None:
         super().__init__()
         if bev.lss_downsample < 1:
             raise ConfigError(f"model.bev.lss_downsample must be >= 1, got {bev.lss_downsample}")
         self.bev = bev
         self.out_channels = out_channels
+        self.final_hw = tuple(final_hw)
         self.register_buffer("frustum", make_frustum(final_hw, feature_stride, bev.dbound), persistent=False)
         self.depth_channels = self.frustum.shape[0]
-        self.depthnet = nn.Conv2d(in_channels, self.depth_channels + out_channels, 1)
+        self.depth_input = depth_input
+        if depth_input:
+            self.dtransform = depth_encoder(feature_stride)
+            self.depthnet = nn.Sequential(conv_bn_relu(in_channels + 64, in_channels),
+                                          conv_bn_relu(in_channels, in_channels),
+                                          nn.Conv2d(in_channels, self.depth_channels + out_channels, 1))
+        else:
+            self.depthnet = nn.Conv2d(in_channels, self.depth_channels + out_channels, 1)
         ds = bev.lss_downsample
-        self.downsample = nn.Sequential(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, stride=ds, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.downsample = nn.Sequential(conv_bn_relu(out_channels, out_channels),
+                                        conv_bn_relu(out_channels, out_channels, stride=ds),
+                                        conv_bn_relu(out_channels, out_channels))
 
-    def lift(self, feats: torch.Tensor) -> torch.Tensor:
-        """feats [B*N, C_in, fH, fW] -> depth-weighted context [B*N, D, fH, fW, C]."""
+    def lift(self, feats: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats [B*N, C_in, fH, fW] -> (depth-weighted context [B*N, D, fH, fW, C], depth [B*N, D, fH, fW])."""
         fh, fw = self.frustum.shape[1:3]
         if feats.shape[-2:] != (fh, fw):
             raise ValueError(
                 f"image features are {tuple(feats.shape[-2:])} but the frustum expects {(fh, fw)}; "
                 "the backbone stride and augment.final_height/final_width disagree"
             )
+        if self.depth_input:
+            if len(batch.points) != batch.images.shape[0]:
+                raise DataError("this view transform lifts with LiDAR depth and needs the batch's points; build the "
+                                "batch with points")
+            sparse = sparse_depth_image(batch, self.final_hw).to(feats.dtype)  # [BN, 1, H, W]
+            feats = torch.cat([self.dtransform(sparse), feats], dim=1)  # depth features first, as BEVFusion
         x = self.depthnet(feats)  # [BN, D + C, fH, fW]
         depth = x[:, : self.depth_channels].softmax(dim=1)  # [BN, D, fH, fW]
         context = x[:, self.depth_channels :].permute(0, 2, 3, 1)  # [BN, fH, fW, C]
-        return depth.unsqueeze(-1) * context.unsqueeze(1)  # [BN, D, fH, fW, C], contiguous
+        return depth.unsqueeze(-1) * context.unsqueeze(1), depth  # [BN, D, fH, fW, C], contiguous
 
     def geometry(self, batch: Batch) -> torch.Tensor:
         """Frustum points in the augmented LiDAR frame [B, N, D, fH, fW, 3]."""
@@ -176,12 +214,17 @@ class LSSTransform(nn.Module):
         # Same sums as bev_pool on the kept points, without copying the (large) kept part of the volume.
         return _pool_cells(volume.reshape(-1, volume.shape[-1]), cell.reshape(-1), b, h, w)
 
-    def forward(self, feats: torch.Tensor, batch: Batch, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
-        """feats [B*N, C_in, fH, fW] -> [B, C, H, W]; `geometry` may be passed in when two lifts share it."""
+    def lift_splat(self, feats: torch.Tensor, batch: Batch, *, geometry: torch.Tensor | None = None) -> LiftOutput:
+        """feats [B*N, C_in, fH, fW] -> the BEV map and the depth distribution; `geometry` may be passed in when
+        two view transforms share it."""
         b, n = batch.images.shape[:2]
-        volume = self.lift(feats)  # [BN, D, fH, fW, C]
+        volume, depth = self.lift(feats, batch)  # [BN, D, fH, fW, C]
         volume = volume.reshape(b, n, *volume.shape[1:])  # [B, N, D, fH, fW, C]
         if geometry is None:
             geometry = self.geometry(batch)
         pooled = self.splat(volume, geometry)  # [B, C, H', W']
-        return self.downsample(pooled)  # [B, C, H, W]
+        return LiftOutput(bev=self.downsample(pooled), depth=depth)  # bev [B, C, H, W]
+
+    def forward(self, feats: torch.Tensor, batch: Batch, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """The BEV map alone [B, C, H, W] (what a feature tap on this module reads)."""
+        return self.lift_splat(feats, batch, geometry=geometry).bev

@@ -22,3 +22,5 @@ class BEVOutputs:
     boxes: torch.Tensor  # [B, n_tasks, 10, H, W]: offset 2, z 1, log(l, w, h) 3, sin/cos yaw 2, velocity 2
     lidar_bev: torch.Tensor | None = None  # [B, C_lidar, H, W]
     sim_lidar_bev: torch.Tensor | None = None  # [B, C_cam, H, W] (student only)
+    depths: tuple[torch.Tensor, ...] = ()  # each depth net's distribution [B*N, D, fH, fW] (students: for the
+    #                                        train-time depth loss; the teacher leaves this empty)

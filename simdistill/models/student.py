@@ -24,6 +24,8 @@ class Student(nn.Module):
     """variant "simdistill": image features -> lift 1 (+ GCM) = sim_lidar_bev and lift 2 = cam_bev;
     lidar_bev = adapter(sim_lidar_bev) (C_cam -> C_lidar, compared with the teacher by CMD);
     fused_bev = ConvFuser([sim_lidar_bev, cam_bev]); then the teacher's decoder + head architecture.
+    With `model.shared_lift` one view transform serves both branches (the official code calls one transform
+    twice on the same input), so they differ only by the GCM and the adapter.
     variant "baseline" (BEVFusion-C): one lift -> cam_bev -> ConvFuser([cam_bev]) -> decoder -> head.
     """
 
@@ -45,12 +47,13 @@ class Student(nn.Module):
                 feature_stride=cfg.backbone.feature_stride,
             )
 
-        self.camera_lift = lift()  # -> cam_bev
+        self.camera_lift = lift()  # -> cam_bev (and, with shared_lift, sim_lidar_bev before the GCM)
         self.sim_lidar_lift: LSSTransform | None = None
         self.gcm: GCM | None = None
         self.adapter: nn.Module | None = None
         if variant == "simdistill":
-            self.sim_lidar_lift = lift()  # -> sim_lidar_bev
+            if not cfg.shared_lift:
+                self.sim_lidar_lift = lift()  # -> sim_lidar_bev
             if cfg.gcm.enabled:
                 self.gcm = GCM(ch.cam, cfg.gcm, cfg.bev.grid_size)
             self.adapter = conv_bn_relu(ch.cam, ch.lidar)
@@ -60,22 +63,33 @@ class Student(nn.Module):
         self.decoder = BEVDecoder(ch.fused, cfg.decoder)
         self.head = CenterHead(self.decoder.out_channels, cfg.head, cfg.bev)
 
+    @property
+    def two_branches(self) -> bool:
+        return self.adapter is not None
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The image backbone and the view transform(s): every loss term's gradient reaches them."""
+        modules = [self.backbone, self.camera_lift] + ([self.sim_lidar_lift] if self.sim_lidar_lift else [])
+        return [p for m in modules for p in m.parameters()]
+
     def forward(self, batch: Batch) -> BEVOutputs:
         feats = image_features(self.backbone, batch.images, self.final_hw)  # [B*N, C_neck, fH, fW]
         geometry = self.camera_lift.geometry(batch)  # [B, N, D, fH, fW, 3], shared by both lifts
-        cam_bev = self.camera_lift(feats, batch, geometry=geometry)  # [B, C_cam, H, W]
-        sim_lidar_bev: torch.Tensor | None = None
-        lidar_bev: torch.Tensor | None = None
-        if self.sim_lidar_lift is not None and self.adapter is not None:
-            sim_lidar_bev = self.sim_lidar_lift(feats, batch, geometry=geometry)  # [B, C_cam, H, W]
-            if self.gcm is not None:
-                sim_lidar_bev = self.gcm(sim_lidar_bev)
-            lidar_bev = self.adapter(sim_lidar_bev)  # [B, C_lidar, H, W]
-            fused_bev = self.fuser([sim_lidar_bev, cam_bev])  # [B, C_fused, H, W]
-        else:
-            fused_bev = self.fuser([cam_bev])
+        camera = self.camera_lift.lift_splat(feats, batch, geometry=geometry)
+        cam_bev = camera.bev  # [B, C_cam, H, W]
+        if not self.two_branches:
+            fused_bev = self.fuser([cam_bev])  # [B, C_fused, H, W]
+            heatmap, boxes = self.head(self.decoder(fused_bev))
+            return BEVOutputs(cam_bev=cam_bev, fused_bev=fused_bev, heatmap=heatmap, boxes=boxes,
+                              depths=(camera.depth,))
+        depths = (camera.depth,)
+        sim_lidar_bev = cam_bev
+        if self.sim_lidar_lift is not None:
+            sim = self.sim_lidar_lift.lift_splat(feats, batch, geometry=geometry)
+            sim_lidar_bev, depths = sim.bev, (camera.depth, sim.depth)  # [B, C_cam, H, W]
+        if self.gcm is not None:
+            sim_lidar_bev = self.gcm(sim_lidar_bev)
+        fused_bev = self.fuser([sim_lidar_bev, cam_bev])  # [B, C_fused, H, W]
         heatmap, boxes = self.head(self.decoder(fused_bev))
-        return BEVOutputs(
-            cam_bev=cam_bev, fused_bev=fused_bev, heatmap=heatmap, boxes=boxes,
-            lidar_bev=lidar_bev, sim_lidar_bev=sim_lidar_bev,
-        )
+        return BEVOutputs(cam_bev=cam_bev, fused_bev=fused_bev, heatmap=heatmap, boxes=boxes,
+                          lidar_bev=self.adapter(sim_lidar_bev), sim_lidar_bev=sim_lidar_bev, depths=depths)

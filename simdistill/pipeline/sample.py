@@ -86,6 +86,20 @@ class Batch:
             gt_labels=[move(lab) for lab in self.gt_labels],
         )
 
+    def select(self, i: int) -> "Batch":
+        """View `i` alone, as a batch of one (the same tensors, sliced)."""
+        return Batch(
+            tokens=[self.tokens[i]],
+            images=self.images[i:i + 1],
+            cam_intrinsics=self.cam_intrinsics[i:i + 1],
+            camera2lidar=self.camera2lidar[i:i + 1],
+            img_aug_matrix=self.img_aug_matrix[i:i + 1],
+            lidar_aug_matrix=self.lidar_aug_matrix[i:i + 1],
+            points=self.points[i:i + 1],
+            gt_boxes=self.gt_boxes[i:i + 1],
+            gt_labels=self.gt_labels[i:i + 1],
+        )
+
     def without_points(self) -> "Batch":
         """The same batch with no LiDAR: what a camera-only student sees at inference."""
         return Batch(

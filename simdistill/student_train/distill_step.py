@@ -15,13 +15,14 @@ from torch import nn
 from simdistill.config import DISTILL_LOSSES, Config
 from simdistill.errors import ConfigError
 from simdistill.models.center_loss import gt_terms
+from simdistill.models.depth import depth_bin_targets, depth_loss
 from simdistill.models.outputs import BEVOutputs
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.losses import cmd_loss, imd_loss, mmd_f_loss, mmd_p_loss
 from simdistill.training.fit import unwrap
 
-TERM_KEYS = ("loss", "gt", "gt_heatmap", "gt_bbox", *DISTILL_LOSSES)
-"""Every term a student step returns (and its JSONL log records); "loss" is their sum."""
+TERM_KEYS = ("loss", "gt", "gt_heatmap", "gt_bbox", "depth", *DISTILL_LOSSES)
+"""Every term a student step returns (and its JSONL log records); "loss" is gt + depth + the distillation terms."""
 
 
 @dataclass
@@ -67,7 +68,9 @@ def distill_terms(out: BEVOutputs, head: nn.Module, batch: Batch, targets: Teach
     d = cfg.distill
     terms, gt_targets = gt_terms(head, out.heatmap, out.boxes, batch.gt_boxes, batch.gt_labels)
     zero = terms["gt"].new_zeros(())
-    terms.update({name: zero for name in DISTILL_LOSSES})
+    terms.update({name: zero for name in ("depth", *DISTILL_LOSSES)})
+    if cfg.student_train.depth_supervision:
+        terms["depth"] = depth_term(out, batch, cfg)
     if d.losses and targets is None:
         raise ConfigError("distillation losses were chosen but no teacher targets are available; pass --store or "
                           "--online-teacher, or --losses none")
@@ -83,5 +86,16 @@ def distill_terms(out: BEVOutputs, head: nn.Module, batch: Batch, targets: Teach
             code_weights=head.cfg.code_weights, heatmap_weight=d.mmd_p_heatmap_weight,
             box_weight=d.mmd_p_box_weight, qfl_threshold=d.qfl_threshold,
         )["total"]
-    terms["loss"] = terms["gt"] + sum(terms[name] for name in DISTILL_LOSSES)
+    terms["loss"] = terms["gt"] + terms["depth"] + sum(terms[name] for name in DISTILL_LOSSES)
     return terms
+
+
+def depth_term(out: BEVOutputs, batch: Batch, cfg: Config) -> torch.Tensor:
+    """The depth loss averaged over the student's depth nets, against the batch's key-frame LiDAR depth (the
+    batch keeps its points for this; the model itself never read them)."""
+    if not batch.points:
+        raise ConfigError("student_train.depth_supervision needs the batch's LiDAR points; build it with points")
+    targets = depth_bin_targets(batch, (cfg.augment.final_height, cfg.augment.final_width),
+                                stride=cfg.model.backbone.feature_stride, dbound=cfg.model.bev.dbound)
+    losses = [depth_loss(d, targets.to(d.device), weight=cfg.student_train.depth_loss_weight) for d in out.depths]
+    return torch.stack(losses).mean()

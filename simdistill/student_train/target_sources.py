@@ -18,7 +18,10 @@ from simdistill.errors import StoreError
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.distill_step import TeacherTargets
 from simdistill.student_train.view_plan import ViewPlan
+from simdistill.feature_store import stored_values
+from simdistill.feature_store.schema import dim_sizes
 from simdistill.teacher_export.teacher_loader import load_teacher
+from simdistill.teacher_export.view_arrays import teacher_view_arrays
 
 
 class NoTargets:
@@ -81,18 +84,37 @@ class StoreTargets:
 
 
 class OnlineTeacher:
-    """The published method's mode: the frozen teacher runs beside the student on every batch."""
+    """The published method's mode: the frozen teacher runs beside the student on every batch.
+
+    With `student_train.online_encoding = "store"` each view runs alone (as export does) and its targets pass
+    through the store's encoding (`feature_store.stored_values`), so they equal a cached run's bit for bit.
+    """
 
     def __init__(self, checkpoint: Path, cfg: Config, device: torch.device) -> None:
         # The same teacher export-teacher would cache (the export.* settings choose it).
         self.model = load_teacher(cfg, Path(checkpoint), device=str(device))
+        self.encoding = cfg.student_train.online_encoding
+        self.store_format = cfg.store_format
+        self.sizes = dim_sizes(cfg, n_views=1, aug_dim=0)
+        self.device = device
 
     @torch.no_grad()  # not inference_mode: its tensors cannot be saved for the student's backward
     def targets(self, batch: Batch) -> TeacherTargets:
+        if self.encoding == "store":
+            return self._store_encoded(batch)
         out = self.model(batch)
         fg = self.model.head.fg_mask(self.model.head.build_targets(batch.gt_boxes, batch.gt_labels))
         return TeacherTargets(cam_bev=out.cam_bev, lidar_bev=out.lidar_bev, fused_bev=out.fused_bev,
                               heatmap=out.heatmap, boxes=out.boxes, fg_mask=fg)
+
+    def _store_encoded(self, batch: Batch) -> TeacherTargets:
+        views = []
+        for i in range(batch.batch_size):
+            one = batch.select(i)
+            arrays = teacher_view_arrays(self.model, self.model(one), one)[0]
+            view = arrays.to_teacher_view(aug=np.zeros(0, np.float32), sample_index=0, view=0)
+            views.append(stored_values(view, sizes=self.sizes, store_format=self.store_format))
+        return TeacherTargets.from_arrays({k: np.stack([v[k] for v in views]) for k in views[0]}, self.device)
 
     def attach(self, view_batches: list[list[int]], inputs: Iterator[Batch],
                device: torch.device) -> Iterator[tuple[Batch, TeacherTargets]]:

@@ -7,7 +7,7 @@ of every epoch's views (gloo on CPU, nccl on CUDA).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from simdistill.student_train.target_sources import NoTargets, OnlineTeacher, St
 from simdistill.student_train.view_plan import ViewPlan, build_inputs, epoch_batches, plan_from_config
 from simdistill.training.background import prefetch
 from simdistill.training.checkpoint import file_sha256
-from simdistill.training.fit import FitResult, RunSpec, fit
+from simdistill.training.fit import FitResult, RunSpec, StepHook, fit
 from simdistill.training.runtime import distributed_rank, rank_device, resolve_device
 
 TargetSource = NoTargets | StoreTargets | OnlineTeacher
@@ -78,8 +78,9 @@ def _targets(cfg: Config, *, store: str | None, online_teacher: Path | None, sch
 
 def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, online_teacher: Path | None = None,
                   scheduler: str | None = None, resume: bool = True, progress: bool = True,
-                  stop_after: int | None = None) -> FitResult:
-    """Train (or resume) a student; `scheduler` is a Dask scheduler address for reading the store."""
+                  stop_after: int | None = None, hooks: Sequence[StepHook] = ()) -> FitResult:
+    """Train (or resume) a student; `scheduler` is a Dask scheduler address for reading the store; `hooks` run
+    every so many steps (e.g. `evaluation.run.learning_curve_hook`)."""
     sc = cfg.student_train
     losses = tuple(cfg.distill.losses)
     check_losses_for_variant(losses, sc.variant)
@@ -99,5 +100,6 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
                   shown_terms=tuple(k for k in TERM_KEYS if k in ("loss", "gt") or k in losses))
     steps = StudentSteps(builder, plan, targets, seed=cfg.seed, batch_size=sc.batch_size, rank=rank, world=world)
     return fit(run, make_model=lambda: build_model(sc.variant, cfg.model, final_hw), steps=steps,
-               terms=partial(student_terms, cfg=cfg), resume=resume, progress=progress, stop_after=stop_after)
+               terms=partial(student_terms, cfg=cfg), resume=resume, progress=progress, stop_after=stop_after,
+               hooks=hooks)
 

@@ -14,7 +14,7 @@ resumed run continues on exactly the batches it would have seen.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +44,15 @@ class StepSource(Protocol):
     def epoch(self, epoch: int, skip: int, device: torch.device) -> Iterator[tuple[Batch, Any]]:
         """The epoch's steps after the first `skip`, inputs already on `device`."""
         ...
+
+
+@dataclass
+class StepHook:
+    """Something to run every `every` steps on rank 0 (e.g. a val evaluation for a learning curve); the dict it
+    returns joins that step's JSONL record."""
+
+    every: int
+    run: Callable[[int, nn.Module], dict[str, float]]
 
 
 @dataclass
@@ -109,8 +118,23 @@ class _Loop:
                             optimizer=self.optimizer.state_dict(), lr_schedule=self.lr_schedule.state_dict(),
                             step=self.step, torch_rng=torch.get_rng_state(), content=self.run.content)
 
+    def term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Each term's gradient norm on the shared image/lift parameters (the model's `shared_parameters()`, or
+        all of them): which term steers the features every term reaches."""
+        inner = unwrap(self.model)
+        params = inner.shared_parameters() if hasattr(inner, "shared_parameters") else list(inner.parameters())
+        norms = {}
+        for name, term in terms.items():
+            if name == "loss" or not term.requires_grad:
+                continue
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            norms[f"grad_norm/{name}"] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+        return norms
+
     def train_step(self, batch: Batch, targets: Any, terms_fn: TermsFn) -> dict[str, float]:
         terms = terms_fn(self.train_model, batch, targets)
+        every = self.run.train.grad_norms_every
+        diagnostics = self.term_grad_norms(terms) if every and (self.step + 1) % every == 0 else {}
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.train.grad_clip)
@@ -118,13 +142,26 @@ class _Loop:
         self.lr_schedule.step()
         self.step += 1
         self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
-        return {"grad_norm": float(grad_norm)}
+        return {"grad_norm": float(grad_norm), **diagnostics}
+
+    def finish_step(self, epoch: int, extra: dict[str, float], hooks: Sequence[StepHook]) -> None:
+        """Hooks due at this step, the step's JSONL record, and a checkpoint when one is due."""
+        if self.rank == 0:
+            for hook in hooks:
+                if hook.every and self.step % hook.every == 0:
+                    extra.update(hook.run(self.step, self.model))
+        if self.log is not None:
+            self.log.write({"step": self.step, "epoch": epoch, "lr": self.lr_schedule.get_last_lr()[0],
+                            **self.last_terms, **extra})
+        if self.step % self.run.train.checkpoint_every == 0:
+            self.save("last.pt")
 
 
 def fit(run: RunSpec, *, make_model: Callable[[], nn.Module], steps: StepSource, terms: TermsFn,
-        resume: bool = True, progress: bool = True, stop_after: int | None = None) -> FitResult:
+        resume: bool = True, progress: bool = True, stop_after: int | None = None,
+        hooks: Sequence[StepHook] = ()) -> FitResult:
     """Train (or resume) one run; see the module docstring. `stop_after` ends after that many steps, as a
-    crash would (for resume tests)."""
+    crash would (for resume tests); `hooks` run every so many steps on rank 0."""
     tc = run.train
     rank, world = distributed_rank()
     run.out_dir = Path(run.out_dir)
@@ -147,14 +184,10 @@ def fit(run: RunSpec, *, make_model: Callable[[], nn.Module], steps: StepSource,
             t_step = time.perf_counter()
             for batch, targets in steps.epoch(epoch, skip, device):
                 extra = loop.train_step(batch, targets, terms)
-                now = time.perf_counter()
-                if loop.log is not None:
-                    loop.log.write({"step": loop.step, "epoch": epoch, "lr": loop.lr_schedule.get_last_lr()[0],
-                                    **loop.last_terms, **extra, "step_seconds": now - t_step})
-                t_step = now
+                extra["step_seconds"] = time.perf_counter() - t_step
+                loop.finish_step(epoch, extra, hooks)
+                t_step = time.perf_counter()  # a hook's time (an evaluation) is not the next step's
                 bar.update(loop.step, {k: v for k, v in loop.last_terms.items() if k in run.shown_terms})
-                if loop.step % tc.checkpoint_every == 0:
-                    loop.save("last.pt")
                 if loop.step >= stop:
                     break
     loop.save("last.pt")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch, collate
 from simdistill.pipeline.sources import open_data_source
 from simdistill.training.background import prefetch
-from simdistill.training.fit import FitResult, RunSpec, fit, unwrap
+from simdistill.training.fit import FitResult, RunSpec, StepHook, fit, unwrap
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def teacher_terms(model: nn.Module, batch: Batch, targets: Any) -> dict[str, tor
 
 
 def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, progress: bool = True,
-                  stop_after: int | None = None) -> FitResult:
+                  stop_after: int | None = None, hooks: Sequence[StepHook] = ()) -> FitResult:
     """Train (or resume) the teacher; writes out_dir/{last.pt, teacher.pt, train_log.jsonl}."""
     builder = ViewBuilder.for_config(open_data_source(cfg.data, "train"), cfg, train=True)
     final_hw = (cfg.augment.final_height, cfg.augment.final_width)
@@ -65,4 +65,4 @@ def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, progress: 
                   content={**run_content(cfg, only=TEACHER_CONTENT), "targets.source": "none"}, shown_terms=("loss",))
     return fit(run, make_model=lambda: build_model("teacher", cfg.model, final_hw),
                steps=TeacherSteps(builder, seed=cfg.seed, batch_size=cfg.teacher_train.batch_size),
-               terms=teacher_terms, resume=resume, progress=progress, stop_after=stop_after)
+               terms=teacher_terms, resume=resume, progress=progress, stop_after=stop_after, hooks=hooks)
