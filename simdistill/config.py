@@ -238,6 +238,10 @@ class StoreConfig:
     # loss of a near-converged student by ~10 % (benchmarks/store_io.py); it is ~1 bit/value lossless anyway.
     lossy_arrays: tuple[str, ...] = ("cam_bev", "fused_bev")
     compact_boxes: bool = True  # keep box regressions only at GT centres (all MMD-P reads)
+    # fsspec options per protocol for remote store URLs, as in fsspec's own config files, e.g.
+    # {s3: {endpoint_url: "http://127.0.0.1:9000"}}. Not credentials: this config is copied into stores and
+    # checkpoints, so keys and secrets come from the environment (AWS_ACCESS_KEY_ID, ...). Not compared on resume.
+    storage_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -254,6 +258,7 @@ class ExportConfig:
     teacher_config: str = ""  # the mmdet3d model config (.py) when teacher = mmdet3d
     tap_family: str = "bevfusion"  # module layout of the mmdet3d teacher (interop.tapped_teacher.FAMILIES)
     taps: tuple[str, ...] = ()  # per-map overrides NAME=module.path (cam_bev, lidar_bev, fused_bev, head)
+    log_dir: str = ""  # local Dask workers' log folder; "" = STORE.logs beside a local store, else ./simdistill-logs
 
 
 @dataclass
@@ -300,6 +305,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"config key '{key}' must have {len(args)} entries, got {len(value)}: {value!r}")
         return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        _, value_type = typing.get_args(tp)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"config key '{key}' must be a mapping with string keys, got {value!r}")
+        return {k: _coerce(v, value_type, _join(key, k)) for k, v in value.items()}
+    if tp is Any:
+        return value
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
@@ -457,5 +469,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError("--tap and --teacher-config apply to an mmdet3d teacher; add --teacher mmdet3d or drop them")
     if cfg.export.teacher == "mmdet3d" and not cfg.export.teacher_config:
         raise ConfigError("export.teacher is mmdet3d but no model config is given; pass --teacher-config CFG.py")
+    _check_storage_options(cfg.store.storage_options)
     if cfg.model.backbone.feature_stride not in (8, 16):
         raise ConfigError(f"model.backbone.feature_stride must be 8 or 16, got {cfg.model.backbone.feature_stride}")
+
+
+CREDENTIAL_KEYS = frozenset({
+    "key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+    "session_token", "account_key", "sas_token", "client_secret", "credentials",
+})
+
+
+def _check_storage_options(options: dict[str, Any], prefix: str = "store.storage_options") -> None:
+    """ConfigError for a credential in store.storage_options (the config is copied into stores and checkpoints)."""
+    for name, value in options.items():
+        where = f"{prefix}.{name}"
+        if name.lower() in CREDENTIAL_KEYS:
+            raise ConfigError(
+                f"{where} is a credential; the config is copied into stores and checkpoints, so give it by the "
+                "environment instead (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://) and drop it from the config"
+            )
+        if isinstance(value, dict):
+            _check_storage_options(value, where)

@@ -88,6 +88,8 @@ def content_config(cfg: Config | dict[str, Any]) -> dict[str, Any]:
     """The parts of a resolved config that determine the store's contents (compared on resume)."""
     d = json.loads(json.dumps(cfg if isinstance(cfg, dict) else config_to_dict(cfg)))  # a copy, tuples as lists
     out = {k: d.get(k) for k in CONTENT_SECTIONS}
+    if isinstance(out["store"], dict):  # where the store lives may change; its contents may not
+        out["store"].pop("storage_options", None)
     if isinstance(out["data"], dict):
         for key in ("dataroot", "infos_train", "infos_val"):  # the data may move; the sample tokens identify it
             out["data"].pop(key, None)
@@ -154,8 +156,8 @@ class FeatureStoreWriter:
 
     # -------------------------------------------------------------------------------------------
     def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Exclusive export lock (local stores; a no-op for object stores, which cannot lock)."""
-        return export_lock(self._root) if self._root is not None else contextlib.nullcontext()
+        """Exclusive export lock (a file on local stores, a conditionally created object on s3://; see lock.py)."""
+        return export_lock(self.url)
 
     def done_views(self) -> np.ndarray:
         """[V] bool: which views are durable."""
