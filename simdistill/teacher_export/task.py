@@ -1,7 +1,8 @@
 """One export task: load the teacher once, run it on its views, write them through a background writer.
 
 This module runs inside Dask worker processes (started with spawn), so it opens everything itself from
-plain arguments (paths, a config dict, numpy params) and caches the teacher per process.
+plain arguments (paths, a config dict, numpy params) and caches the teacher per process. The coordinator
+submits it through `cluster.quiet_task`, so a user error here reaches the client as one line.
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ def run_export_task(
 ) -> dict[str, float]:
     """Export `views` (all owned by this task) and return TaskStats as a dict."""
     from simdistill.feature_store import open_for_write
+    from simdistill.feature_store.storage import remote_errors, use_storage_options
 
     t_start = time.perf_counter()
     cfg: Config = config_from_dict(cfg_dict)
+    use_storage_options(cfg.store.storage_options)  # this worker may be on another host than the coordinator
     torch.set_num_threads(max(1, cfg.export.threads_per_worker))
     device = cfg.device
     cfg_json = json.dumps(cfg_dict, sort_keys=True)
@@ -93,7 +96,8 @@ def run_export_task(
                 continue
             t0 = time.perf_counter()
             try:
-                write_state["bytes"] += writer.write_views(pending[0][0], [tv for _, tv in pending])
+                with remote_errors(store_url):  # a lost storage server is a one-line StoreError
+                    write_state["bytes"] += writer.write_views(pending[0][0], [tv for _, tv in pending])
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 write_state["error"] = exc
             pending = []
