@@ -5,6 +5,7 @@ Every user error (`SimDistillError`) becomes a one-line message on stderr and ex
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ store_app = typer.Typer(help="Inspect and check a teacher feature store (info, v
 app.add_typer(store_app, name="store")
 
 F = TypeVar("F", bound=Callable[..., Any])
+USER_OS_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                            errno.EDQUOT, errno.ENAMETOOLONG})
 
 ConfigOpt = Annotated[
     Optional[Path],
@@ -53,6 +56,12 @@ def user_errors(fn: F) -> F:
         except SimDistillError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
+        except OSError as exc:  # a path the user gave cannot be written (under a file, read-only, disk full)
+            if exc.errno not in USER_OS_ERRORS or not exc.filename:
+                raise
+            typer.secho(f"error: cannot use {exc.filename} ({exc.strerror}); choose another path, or fix the "
+                        "folder's permissions or free space", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.secho("interrupted; finished work is kept (re-run the same command to resume)", err=True)
             raise typer.Exit(130) from None
@@ -63,10 +72,14 @@ def user_errors(fn: F) -> F:
 def _config(config: Optional[Path], overrides: Optional[list[str]]):  # noqa: ANN202 - returns Config
     from simdistill.config import load_config
 
+    from simdistill.feature_store.storage import use_storage_options
+
     path = config
     if path is None:
         path = Path("configs/demo.yaml") if Path("configs/demo.yaml").is_file() else DEFAULT_CONFIG
-    return load_config(path, list(overrides or []))
+    cfg = load_config(path, list(overrides or []))
+    use_storage_options(cfg.store.storage_options)  # for every store URL this command opens
+    return cfg
 
 
 @app.command("make-demo-data")
@@ -91,8 +104,12 @@ def make_demo_data_cmd(
     ] = False,
 ) -> None:
     """Write a synthetic world in the real nuScenes v1.0 layout (loadable and scored by nuscenes-devkit)."""
+    from simdistill.errors import DataError
     from simdistill.pipeline.synthetic import make_demo_data
 
+    blocker = next((p for p in out_dir.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise DataError(f"cannot create {out_dir}: {blocker} is a file, not a folder; choose a path under a folder")
     cfg = _config(config, set_)
     world = cfg.world
     if seed is not None:
