@@ -31,8 +31,8 @@ store_app = typer.Typer(help="Inspect and check a teacher feature store (info, v
 app.add_typer(store_app, name="store")
 
 F = TypeVar("F", bound=Callable[..., Any])
-USER_OS_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                            errno.EDQUOT, errno.ENAMETOOLONG})
+USER_OS_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS,
+                            errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
 
 ConfigOpt = Annotated[
     Optional[Path],
@@ -249,6 +249,10 @@ def train_student_cmd(
     from simdistill.config import validate
 
     validate(cfg)
+    if scheduler:  # an unreachable cluster is refused before the run folder is touched
+        from simdistill.cluster import connect
+
+        connect(scheduler).close()
     result = train_student(
         cfg, out_dir=out, store=store, online_teacher=online_teacher, scheduler=scheduler, resume=resume,
         evaluate=evaluate,
@@ -316,9 +320,14 @@ def store_show_cmd(
     boxes: Annotated[bool, typer.Option(help="Draw the view's GT boxes (needs the dataset the store came from).")] = True,
 ) -> None:
     """Picture of one cached view: cam/LiDAR/fused BEV (channel norm), heatmap, foreground mask, GT boxes."""
-    from simdistill.feature_store import render_view_png
+    from simdistill.errors import StoreError
+    from simdistill.feature_store import open_store, render_view_png
     from simdistill.teacher_export.inspect import stored_view_gt_boxes
 
+    n_views = open_store(store).n_views
+    if not 0 <= view < n_views:
+        raise StoreError(f"view {view} is outside store {store}, which has views 0..{n_views - 1}; pass --view "
+                         f"between 0 and {n_views - 1}")
     gt = None
     if boxes:
         try:

@@ -10,6 +10,7 @@ A chunk that fails its crc32c or cannot be decoded becomes a StoreError naming t
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import zarr
 from simdistill.config import CLASS_NAMES, Config
 from simdistill.errors import StoreError
 from simdistill.feature_store.codecs import quiet_numcodecs_warning
+from simdistill.feature_store.lock import LOCK_NAME
 from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION
 from simdistill.feature_store.storage import gather, open_group, torn_metadata_message
 
@@ -37,7 +39,8 @@ class FeatureStoreReader:
         self.group = group
         self.attrs: dict[str, Any] = group.attrs.asdict()
         try:
-            with quiet_numcodecs_warning():  # listing arrays parses their metadata (BitRound in lossy stores)
+            with quiet_numcodecs_warning(), warnings.catch_warnings():  # listing parses metadata (BitRound: lossy)
+                warnings.filterwarnings("ignore", message=f"Object at {LOCK_NAME} is not recognized")  # exporting
                 present = set(group.array_keys())
         except (ValueError, TypeError, KeyError) as exc:  # a member's zarr.json is torn
             raise StoreError(torn_metadata_message(url, "(an array's zarr.json)", exc)) from None

@@ -46,6 +46,9 @@ def local_root(url: str | Path) -> Path | None:
 
 
 _APPLIED_OPTIONS: dict[str, dict[str, Any]] = {}
+# A store changes while it is read (training follows an export; resume re-reads `done`): never answer from a
+# cached directory listing, or new chunks and a released lock stay invisible to a long-running process.
+NO_LISTINGS_CACHE = {"use_listings_cache": False}
 CREDENTIALS_HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://"
 ENDPOINT_HINT = "AWS_ENDPOINT_URL (or store.storage_options.s3.endpoint_url) for s3://"
 
@@ -101,7 +104,7 @@ def remote_errors(url: str | Path) -> Iterator[None]:
 def remote_fs(url: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
     """The synchronous fsspec file system of a remote store URL, and the store's path in it."""
     try:
-        return fsspec.core.url_to_fs(str(url))
+        return fsspec.core.url_to_fs(str(url), **NO_LISTINGS_CACHE)
     except (ImportError, ValueError) as exc:
         raise _backend_error(url, exc) from None
 
@@ -135,7 +138,7 @@ def make_store(url: str | Path, *, read_only: bool) -> Store:
     if root is not None:
         return LocalStore(root, read_only=read_only)
     try:
-        return FsspecStore.from_url(str(url), read_only=read_only)
+        return FsspecStore.from_url(str(url), read_only=read_only, storage_options=NO_LISTINGS_CACHE)
     except (ImportError, ValueError) as exc:
         raise _backend_error(url, exc) from None
 

@@ -248,7 +248,8 @@ class InfoFileSource:
     def required_files(self, index: int) -> list[Path]:
         """Every file `load(index)` reads: the six camera images, the key-frame LiDAR file, then its sweeps."""
         info = self._info(index)
-        cameras = [self._path(cam, self._field(self._camera(info, index, cam), "img_path", index)) for cam in CAMERA_NAMES]
+        cameras = [self._path(cam, self._field(self._camera(info, index, cam), "img_path", index))
+                   for cam in CAMERA_NAMES]
         key = self._path("pts", self._field(self._field(info, "lidar_points", index), "lidar_path", index))
         sweeps = [self._sweep_path(self._field(self._field(sweep, "lidar_points", index), "lidar_path", index))
                   for sweep in info.get("lidar_sweeps", [])[: self.sweeps - 1]]
