@@ -126,7 +126,7 @@ class DaskCluster:
                                 log=self.folder / "scheduler.log")
 
     def start_worker(self) -> subprocess.Popen:
-        i = len(self.workers)
+        i = len(list(self.folder.glob("worker*")))
         cwd = self.folder / f"worker{i}"
         cwd.mkdir()
         proc = start([sys.executable, "-m", "dask", "worker", self.address, "--nworkers", "1", "--nthreads", "1",

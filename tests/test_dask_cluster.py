@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fsspec
 import pytest
 from typer.testing import CliRunner
 
@@ -21,7 +20,6 @@ from conftest import RESUME_EXTRA, assert_same_views, cli_args, done_count, make
 from servers import DaskCluster, stop, wait_for
 from simdistill.cli import app
 from simdistill.errors import ClusterError
-from simdistill.feature_store import storage
 
 runner = CliRunner()
 pytestmark = pytest.mark.timeout(480)
@@ -83,8 +81,6 @@ def test_export_and_train_on_a_dask_cli_cluster_survive_a_killed_worker(
 
     run = tmp_path / "student"
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # here too, the endpoint comes from the config
-    monkeypatch.setattr(fsspec.config, "conf", {})  # the command applies it to this process: undo that afterwards
-    monkeypatch.setattr(storage, "_APPLIED_OPTIONS", {})
     train = runner.invoke(app, ["train-student", "--out", str(run), "--store", url, "--scheduler", dask_cluster.address,
                                 "--no-evaluate", *cli_args(tiny_world, [*extra, "student_train.epochs=1"])])
     assert train.exit_code == 0, train.output

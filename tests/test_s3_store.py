@@ -1,5 +1,5 @@
-"""The feature store on a real S3-compatible server (moto, on 127.0.0.1): export, inspect and train through the
-CLI, resume after SIGKILL, the export lock as a conditional PUT, and storage options from the config."""
+"""The feature store on a real S3-compatible server (moto, on 127.0.0.1): export through the CLI, SIGKILL and
+resume, inspect and train from it; the export lock as a conditional PUT; storage options from the config."""
 
 from __future__ import annotations
 
@@ -34,34 +34,13 @@ def _s3fs():
     return s3fs.S3FileSystem(skip_instance_cache=True)
 
 
-def test_export_inspect_and_train_from_s3(tiny_world, tiny_teacher, tiny_store, s3_bucket, tmp_path):
-    url = f"{s3_bucket}/store.zarr"
-    export = runner.invoke(app, ["export-teacher", "--checkpoint", str(tiny_teacher), "--out", url,
-                                 *cli_args(tiny_world, [f"export.log_dir={tmp_path / 'logs'}"])])
-    assert export.exit_code == 0, export.output
-    assert_same_views(url, tiny_store)  # the same export as the local fixture, bit for bit
-    assert not _s3fs().exists(f"{url}/{LOCK_NAME}")  # released
-
-    info = runner.invoke(app, ["store", "info", url])
-    assert info.exit_code == 0 and "views done 9/9" in info.output, info.output
-    verify = runner.invoke(app, ["store", "verify", url])
-    assert verify.exit_code == 0 and "all done views verified" in verify.output, verify.output
-    png = tmp_path / "v3.png"
-    show = runner.invoke(app, ["store", "show", url, "--view", "3", "--out", str(png)])
-    assert show.exit_code == 0 and png.stat().st_size > 1000, show.output
-
-    run = tmp_path / "student"
-    train = runner.invoke(app, ["train-student", "--out", str(run), "--store", url, "--no-evaluate",
-                                *cli_args(tiny_world, ["student_train.epochs=1"])])
-    assert train.exit_code == 0, train.output
-    assert (run / "student.pt").is_file()
-
-
 @pytest.mark.slow
-def test_sigkill_mid_export_on_s3_then_resume_equals_uninterrupted(
+def test_export_to_s3_killed_resumed_inspected_and_trained_from(
     tiny_world, tiny_teacher, resume_reference, s3_bucket, tmp_path
 ):
-    url = f"{s3_bucket}/killed.zarr"
+    """export-teacher into s3://, SIGKILL mid-export, resume (bit-identical to an uninterrupted export), then
+    `store info/verify/show` and train-student read the store from S3."""
+    url = f"{s3_bucket}/store.zarr"
     args = cli_args(tiny_world, [*RESUME_EXTRA, f"export.log_dir={tmp_path / 'logs'}"])
     cmd = [sys.executable, "-m", "simdistill", "export-teacher", "--checkpoint", str(tiny_teacher), "--out", url, *args]
     log = tmp_path / "export.log"
@@ -84,6 +63,20 @@ def test_sigkill_mid_export_on_s3_then_resume_equals_uninterrupted(
     assert resumed.exit_code == 0, resumed.output  # ... and is taken over: its pid is gone on this host
     assert f"{n_done} already done" in resumed.output
     assert_same_views(url, resume_reference)
+    assert not _s3fs().exists(f"{url}/{LOCK_NAME}")  # released
+
+    info = runner.invoke(app, ["store", "info", url])
+    assert info.exit_code == 0 and "views done 18/18" in info.output, info.output
+    verify = runner.invoke(app, ["store", "verify", url])
+    assert verify.exit_code == 0 and "all done views verified" in verify.output, verify.output
+    png = tmp_path / "v3.png"
+    show = runner.invoke(app, ["store", "show", url, "--view", "3", "--out", str(png)])
+    assert show.exit_code == 0 and png.stat().st_size > 1000, show.output
+    run = tmp_path / "student"
+    train = runner.invoke(app, ["train-student", "--out", str(run), "--store", url, "--no-evaluate",
+                                *cli_args(tiny_world, [*RESUME_EXTRA, "student_train.epochs=1"])])
+    assert train.exit_code == 0, train.output
+    assert (run / "student.pt").is_file()
 
 
 def test_export_lock_on_s3_is_a_conditional_put(s3_bucket):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,10 +141,11 @@ def _run_tasks(client: Any, run: Callable[..., dict[str, float]], *, plan: Any, 
     from simdistill.cluster import quiet_task, task_result
 
     t0 = time.perf_counter()
+    run_id = uuid.uuid4().hex[:8]  # task keys are global on a shared cluster: two exports must not share one
     futures = {
         client.submit(quiet_task, run, views=views, params=plan.params[views], sample_index=plan.sample_index[views],
-                      view_index=plan.view_index[views], pure=False, key=f"export-{views[0]}-{views[-1]}"): views
-        for views in tasks
+                      view_index=plan.view_index[views], pure=False, key=f"export-{run_id}-{views[0]}-{views[-1]}"):
+        views for views in tasks
     }
     stats: list[dict[str, float]] = []
     finished, written = skipped, 0
