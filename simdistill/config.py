@@ -259,6 +259,7 @@ class ExportConfig:
     tap_family: str = "bevfusion"  # module layout of the mmdet3d teacher (interop.tapped_teacher.FAMILIES)
     taps: tuple[str, ...] = ()  # per-map overrides NAME=module.path (cam_bev, lidar_bev, fused_bev, head)
     log_dir: str = ""  # local Dask workers' log folder; "" = STORE.logs beside a local store, else ./simdistill-logs
+    dashboard: bool = False  # local cluster only: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)
 
 
 @dataclass

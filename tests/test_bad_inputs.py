@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
 from typer.testing import CliRunner

@@ -117,7 +117,8 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
         skipped = plan.n_views - sum(len(t) for t in tasks)
         log_dir = None if scheduler else worker_log_dir(cfg, out)
         if tasks and client is None:
-            client = stack.enter_context(local_cluster(cfg.export.workers, log_dir=log_dir))
+            client = stack.enter_context(local_cluster(cfg.export.workers, log_dir=log_dir,
+                                                       dashboard=cfg.export.dashboard))
         run = functools.partial(run_export_task, store_url=str(out), cfg_dict=config_to_dict(cfg),
                                 split_name=source.split, checkpoint=str(checkpoint.resolve()))
         with TrainProgress("export", total=plan.n_views, start=skipped, enabled=progress and bool(tasks),
