@@ -53,7 +53,7 @@ def forward_alone(cfg: Any, *, teacher: Path) -> dict[str, Any]:
     """Forward-only Dask tasks over the export's view ranges, timed over the same scope as an export's wall."""
     from simdistill.config import config_to_dict
     from simdistill.pipeline.augment import ViewBuilder
-    from simdistill.teacher_export.export import dask_client
+    from simdistill.cluster import dask_client
     from simdistill.teacher_export.plan import plan_views
     from simdistill.pipeline.sources import open_data_source
 

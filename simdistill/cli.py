@@ -74,8 +74,12 @@ def make_demo_data_cmd(
     ] = False,
 ) -> None:
     """Write a synthetic world in the real nuScenes v1.0 layout (loadable and scored by nuscenes-devkit)."""
+    from simdistill.errors import DataError
     from simdistill.pipeline.synthetic import make_demo_data
 
+    blocker = next((p for p in out_dir.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise DataError(f"cannot create {out_dir}: {blocker} is a file, not a folder; choose a path under a folder")
     world = load_cli_config(config, set_).world
     for key, value in (("seed", seed), ("scenes", scenes), ("samples_per_scene", samples_per_scene),
                        ("version", version)):
@@ -192,6 +196,10 @@ def train_student_cmd(
         names = [s.strip() for s in losses.split(",") if s.strip()]
         cfg.distill.losses = () if names in (["none"], []) else tuple(names)
     _revalidate(cfg)
+    if scheduler:  # an unreachable cluster is refused before the run folder is touched
+        from simdistill.cluster import connect
+
+        connect(scheduler).close()
     result = train_student(cfg, out_dir=out, store=store, online_teacher=online_teacher, scheduler=scheduler,
                            resume=resume, hooks=curve_hooks(cfg, cfg.student_train, out))
     _finish_run(result, cfg, out, evaluate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
@@ -11,6 +12,8 @@ import typer
 from simdistill.errors import SimDistillError
 
 F = TypeVar("F", bound=Callable[..., Any])
+USER_OS_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS,
+                            errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
 
 ConfigOpt = Annotated[
     Optional[Path],
@@ -40,6 +43,12 @@ def user_errors(fn: F) -> F:
         except SimDistillError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
+        except OSError as exc:  # a path the user gave cannot be written (under a file, read-only, disk full)
+            if exc.errno not in USER_OS_ERRORS or not exc.filename:
+                raise
+            typer.secho(f"error: cannot use {exc.filename} ({exc.strerror}); choose another path, or fix the "
+                        "folder's permissions or free space", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.secho("interrupted; finished work is kept (re-run the same command to resume)", err=True)
             raise typer.Exit(130) from None
@@ -48,12 +57,16 @@ def user_errors(fn: F) -> F:
 
 
 def load_cli_config(config: Optional[Path], overrides: Optional[list[str]]):  # noqa: ANN201 - returns Config
-    """The --config file (default configs/demo.yaml) with the --set overrides applied."""
+    """The --config file (default configs/demo.yaml) with the --set overrides applied; its `storage_options`
+    apply to every store URL the command opens."""
     from simdistill.config import load_config
+    from simdistill.feature_store.storage import use_storage_options
 
     path = config
     if path is None:
         path = Path("configs/demo.yaml") if Path("configs/demo.yaml").is_file() else DEFAULT_CONFIG
-    return load_config(path, list(overrides or []))
+    cfg = load_config(path, list(overrides or []))
+    use_storage_options(cfg.storage_options)
+    return cfg
 
 

@@ -55,9 +55,14 @@ def store_show_cmd(
     boxes: Annotated[bool, typer.Option(help="Draw the view's GT boxes (needs the dataset the store came from).")] = True,
 ) -> None:
     """Picture of one cached view: cam/LiDAR/fused BEV (channel norm), heatmap, foreground mask, GT boxes."""
-    from simdistill.feature_store import render_view_png
+    from simdistill.errors import StoreError
+    from simdistill.feature_store import open_store, render_view_png
     from simdistill.teacher_export.inspect import stored_view_gt_boxes
 
+    n_views = open_store(store).n_views
+    if not 0 <= view < n_views:
+        raise StoreError(f"view {view} is outside store {store}, which has views 0..{n_views - 1}; pass --view "
+                         f"between 0 and {n_views - 1}")
     gt = None
     if boxes:
         try:

@@ -19,3 +19,7 @@ class StoreError(SimDistillError):
 
 class CheckpointError(SimDistillError):
     """A checkpoint is missing, unreadable or belongs to another model/config."""
+
+
+class ClusterError(SimDistillError):
+    """A Dask scheduler is unreachable or has no workers, or a worker died while running a task."""

@@ -34,11 +34,14 @@ MACHINE_KEYS: frozenset[str] = frozenset({
     "export.write_queue",
     "export.views_per_task",
     "export.teacher_config",  # a path; the store compares the mmdet3d config's sha256 instead
+    "export.log_dir",
+    "export.dashboard",
 })
 """Dotted config keys that say how or where a run executes, not what it computes."""
 
-IGNORED_SECTIONS: tuple[str, ...] = ("world",)
-"""Sections that never matter to a run: `world` only tells make-demo-data what to write."""
+IGNORED_SECTIONS: tuple[str, ...] = ("world", "storage_options")
+"""Sections that never matter to a run: `world` only tells make-demo-data what to write; `storage_options` how to
+reach a remote store."""
 
 TEACHER_CONTENT: tuple[str, ...] = ("seed", "data", "augment", "model", "teacher_train")
 """What decides a teacher run's weights."""
@@ -137,6 +140,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"student_train.variant '{cfg.student_train.variant}' is unknown; "
                           f"use {' or '.join(STUDENT_VARIANTS)}")
     _validate_export(cfg)
+    _check_storage_options(cfg.storage_options)
     if cfg.model.backbone.feature_stride not in (8, 16):
         raise ConfigError(f"model.backbone.feature_stride must be 8 or 16, got {cfg.model.backbone.feature_stride}")
 
@@ -162,3 +166,22 @@ def _validate_export(cfg: Config) -> None:
         raise ConfigError("--tap and --teacher-config apply to an mmdet3d teacher; add --teacher mmdet3d or drop them")
     if cfg.export.teacher == "mmdet3d" and not cfg.export.teacher_config:
         raise ConfigError("export.teacher is mmdet3d but no model config is given; pass --teacher-config CFG.py")
+
+
+CREDENTIAL_KEYS = frozenset({
+    "key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+    "session_token", "account_key", "sas_token", "client_secret", "credentials",
+})
+
+
+def _check_storage_options(options: dict[str, Any], prefix: str = "storage_options") -> None:
+    """ConfigError for a credential in storage_options (the config is copied into stores and checkpoints)."""
+    for name, value in options.items():
+        where = f"{prefix}.{name}"
+        if name.lower() in CREDENTIAL_KEYS:
+            raise ConfigError(
+                f"{where} is a credential; the config is copied into stores and checkpoints, so give it by the "
+                "environment instead (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://) and drop it from the config"
+            )
+        if isinstance(value, dict):
+            _check_storage_options(value, where)

@@ -68,6 +68,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
         return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:

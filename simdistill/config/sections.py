@@ -272,6 +272,8 @@ class ExportConfig:
     teacher_config: str = ""  # the mmdet3d model config (.py) when teacher = mmdet3d
     tap_family: str = "bevfusion"  # module layout of the mmdet3d teacher (interop.tapped_teacher.FAMILIES)
     taps: tuple[str, ...] = ()  # per-map overrides NAME=module.path (cam_bev, lidar_bev, fused_bev, head)
+    log_dir: str = ""  # local Dask workers' log folder; "" = STORE.logs beside a local store, else ./simdistill-logs
+    dashboard: bool = False  # local cluster only: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)
 
 
 @dataclass
@@ -288,6 +290,10 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     store_format: StoreFormatConfig = field(default_factory=StoreFormatConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    # fsspec options per protocol for remote store URLs, as in fsspec's own config files, e.g.
+    # {s3: {endpoint_url: "http://127.0.0.1:9000"}}. Not credentials: this config is copied into stores and
+    # checkpoints, so keys and secrets come from the environment (AWS_ACCESS_KEY_ID, ...). Not compared on resume.
+    storage_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def class_names(self) -> tuple[str, ...]:

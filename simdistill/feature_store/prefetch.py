@@ -20,8 +20,9 @@ Two ways to run the tasks:
   code path (a Dask task per batch) for the local and the cluster case.
   This class over 9 interleaved rounds: median 1.20x the direct read rate (range 1.02-2.06x); with a
   60 ms consumer per batch it takes 83 ms/batch where read-then-consume takes 109 ms.
-- `scheduler="tcp://host:port"`: `distributed.Client(address)`; each task opens the store inside
-  the worker (one cached reader per worker process) and ships the arrays back. Workers must be
+- `scheduler="tcp://host:port"`: `simdistill.cluster.connect(address)`; each task opens the store inside
+  the worker (one cached reader per worker process, with this process's storage options) and ships the
+  arrays back; a user error there (a corrupted chunk) comes back as the same one-line StoreError. Workers must be
   started with spawn/forkserver (distributed's default): zarr's event loop does not survive fork,
   so an open store is never shared across one. Shipping arrays between processes costs: on the same
   2-core machine one spawned worker reached 0.74x the direct rate; use it where workers sit next
@@ -41,6 +42,7 @@ import numpy as np
 
 from simdistill.errors import StoreError
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
+from simdistill.feature_store.storage import applied_storage_options, use_storage_options
 
 LOCAL_THREADS = 2
 
@@ -61,8 +63,9 @@ def _worker_reader(url: str) -> FeatureStoreReader:
         return _WORKER_READERS[url]
 
 
-def _remote_read(url: str, views: list[int], arrays: list[str]) -> dict[str, np.ndarray]:
-    """The task a cluster worker runs for one batch."""
+def _remote_read(url: str, views: list[int], arrays: list[str], options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The task a cluster worker runs for one batch (`options`: the client's storage options)."""
+    use_storage_options(options)
     return read_batch(_worker_reader(url), views, arrays)
 
 
@@ -91,19 +94,17 @@ class TargetPrefetcher:
         if scheduler is None:
             self._pool = ThreadPoolExecutor(max_workers=LOCAL_THREADS, thread_name_prefix="simdistill-prefetch")
         else:
-            from distributed import Client
+            from simdistill.cluster import connect
 
-            try:
-                self._client = Client(scheduler, timeout="10s")
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot reach the Dask scheduler at {scheduler} ({exc}); start it or leave --scheduler unset"
-                ) from None
+            self._client = connect(scheduler)  # ClusterError, as in export-teacher, when unreachable
 
     def _submit(self, views: Sequence[int]) -> Any:
         vs = [int(v) for v in views]
         if self._client is not None:
-            return self._client.submit(_remote_read, self.url, vs, self.arrays, pure=False)
+            from simdistill.cluster import quiet_task
+
+            return self._client.submit(quiet_task, _remote_read, self.url, vs, self.arrays,
+                                       applied_storage_options(), pure=False)
         if self._pool is None:
             raise StoreError("this TargetPrefetcher is closed; create a new one for another pass")
         task = dask.delayed(read_batch, pure=False)(self._reader, vs, self.arrays)
@@ -121,7 +122,12 @@ class TargetPrefetcher:
         while self._pending:
             future = self._pending.popleft()
             self._fill()  # keep `prefetch` batches in flight while the caller uses this one
-            yield future.result()
+            if self._client is None:
+                yield future.result()
+                continue
+            from simdistill.cluster import task_result
+
+            yield task_result(future, what=f"reading targets from {self.url}")
 
     def close(self) -> None:
         """Cancel what is still in flight and shut the pool / client down."""

@@ -10,6 +10,7 @@ A chunk that fails its crc32c or cannot be decoded becomes a StoreError naming t
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ import zarr
 from simdistill.config import CLASS_NAMES, Config
 from simdistill.errors import StoreError
 from simdistill.feature_store.codecs import quiet_numcodecs_warning
+from simdistill.feature_store.lock import LOCK_NAME
 from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION
-from simdistill.feature_store.storage import gather, open_group
+from simdistill.feature_store.storage import gather, open_group, torn_metadata_message
 
 
 def one_line(exc: BaseException) -> str:
@@ -36,8 +38,12 @@ class FeatureStoreReader:
         self.url = url
         self.group = group
         self.attrs: dict[str, Any] = group.attrs.asdict()
-        with quiet_numcodecs_warning():  # listing arrays parses their metadata (BitRound in lossy stores)
-            present = set(group.array_keys())
+        try:
+            with quiet_numcodecs_warning(), warnings.catch_warnings():  # listing parses metadata (BitRound: lossy)
+                warnings.filterwarnings("ignore", message=f"Object at {LOCK_NAME} is not recognized")  # exporting
+                present = set(group.array_keys())
+        except (ValueError, TypeError, KeyError) as exc:  # a member's zarr.json is torn
+            raise StoreError(torn_metadata_message(url, "(an array's zarr.json)", exc)) from None
         self.available: list[str] = [n for n in SCHEMA if n in present]
         if "done" not in self.available:
             raise StoreError(f"'{url}' is not a simdistill feature store (no 'done' array); check the path")
@@ -48,8 +54,11 @@ class FeatureStoreReader:
     def array(self, name: str) -> zarr.Array:
         """The zarr array `name` (opened on first use)."""
         if name not in self._arrays:
-            with quiet_numcodecs_warning():
-                self._arrays[name] = self.group[name]
+            try:
+                with quiet_numcodecs_warning():
+                    self._arrays[name] = self.group[name]
+            except (ValueError, TypeError, KeyError) as exc:
+                raise StoreError(torn_metadata_message(self.url, f"{name}/zarr.json", exc)) from None
         return self._arrays[name]
 
     # -------------------------------------------------------------------------------------------

@@ -1,21 +1,29 @@
 """Store URLs → zarr stores, plus the few file-system operations zarr does not do (fsync, sizes).
 
-A store URL is a local path, a `file://` URL, or any fsspec URL (`s3://bucket/path` works once
-`s3fs` is installed; `gs://` with `gcsfs`, ...). Local paths use zarr's `LocalStore` (atomic
-writes by rename, and the writer can fsync what it wrote); everything else uses `FsspecStore`.
-Export locking and fsync are local-only: object stores have neither (each PUT is atomic and
-durable on success, which is what `done` relies on there).
+A store URL is a local path, a `file://` URL, or any fsspec URL (`s3://bucket/path` with `s3fs`, the `s3`
+extra; `gs://` with `gcsfs`, ...). Local paths use zarr's `LocalStore` (atomic writes by rename, and the
+writer can fsync what it wrote); everything else uses `FsspecStore`. Object stores have no fsync: each PUT
+is atomic and durable on success, which is what `done` relies on there.
+
+Options for remote URLs (endpoint, region, ...) come from fsspec's own configuration: the backend's
+environment variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for s3fs), FSSPEC_<PROTOCOL>_<KWARG>
+variables, ~/.config/fsspec files, and the config's `storage_options` applied by
+`use_storage_options`. A remote store is probed with one plain request before zarr opens it, so a wrong
+endpoint, missing credentials or a missing bucket is one StoreError naming the fix.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import os
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import fsspec
 import zarr
 from zarr.abc.store import Store
 from zarr.core.sync import sync
@@ -37,30 +45,124 @@ def local_root(url: str | Path) -> Path | None:
     return None
 
 
+_APPLIED_OPTIONS: dict[str, dict[str, Any]] = {}
+# A store changes while it is read (training follows an export; resume re-reads `done`): never answer from a
+# cached directory listing, or new chunks and a released lock stay invisible to a long-running process.
+NO_LISTINGS_CACHE = {"use_listings_cache": False}
+CREDENTIALS_HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://"
+ENDPOINT_HINT = "AWS_ENDPOINT_URL (or storage_options.s3.endpoint_url) for s3://"
+
+
+def use_storage_options(options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Use {protocol: fsspec options} (config `storage_options`) for every remote URL this process opens.
+
+    They go into fsspec's config (`fsspec.config.conf`), beside what FSSPEC_* variables and fsspec's config
+    files put there; these win. Dask tasks that open stores take `applied_storage_options()` along.
+    """
+    for protocol, kwargs in options.items():
+        fsspec.config.conf.setdefault(protocol, {}).update(copy.deepcopy(dict(kwargs)))
+        _APPLIED_OPTIONS.setdefault(protocol, {}).update(copy.deepcopy(dict(kwargs)))
+
+
+def applied_storage_options() -> dict[str, dict[str, Any]]:
+    """What `use_storage_options` applied in this process (to apply again in a worker process)."""
+    return copy.deepcopy(_APPLIED_OPTIONS)
+
+
+def _backend_error(url: str | Path, exc: Exception) -> StoreError:
+    scheme = urlparse(str(url)).scheme
+    return StoreError(
+        f"cannot open store URL '{url}' ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
+        f"install the fsspec backend for '{scheme}://' (pip install 'simdistill[s3]' for s3://, gcsfs for gs://) "
+        "or use a local path"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:160]}" if text else exc.__class__.__name__
+
+
+@contextlib.contextmanager
+def remote_errors(url: str | Path) -> Iterator[None]:
+    """Credentials, endpoint and permission failures of a remote store as one-line StoreErrors."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise StoreError(f"access to {url} was denied ({_reason(exc)}); check the credentials "
+                         f"({CREDENTIALS_HINT}) and the bucket's permissions") from None
+    except Exception as exc:  # botocore / aiohttp errors are not OSErrors: recognise them by name
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if names & {"NoCredentialsError", "PartialCredentialsError"}:
+            raise StoreError(f"no credentials to open {url} ({_reason(exc)}); set {CREDENTIALS_HINT}") from None
+        if names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError"}:
+            raise StoreError(f"cannot reach the storage server of {url} ({_reason(exc)}); start it or set "
+                             f"{ENDPOINT_HINT}") from None
+        raise
+
+
+def remote_fs(url: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The synchronous fsspec file system of a remote store URL, and the store's path in it."""
+    try:
+        return fsspec.core.url_to_fs(str(url), **NO_LISTINGS_CACHE)
+    except (ImportError, ValueError) as exc:
+        raise _backend_error(url, exc) from None
+
+
+def probe_remote(url: str | Path, *, for_write: bool = False) -> bool:
+    """Whether a remote store exists (its zarr.json), checked with one plain request before zarr opens it.
+
+    Unreachable endpoints, missing credentials and (for_write) a missing bucket are StoreErrors here, not
+    zarr's concurrent failures. Local URLs are not probed (True).
+    """
+    if local_root(url) is not None:
+        return True
+    fs, path = remote_fs(url)
+    with remote_errors(url):
+        fs.invalidate_cache()
+        try:
+            fs.info(f"{path.rstrip('/')}/zarr.json")
+            return True
+        except FileNotFoundError:
+            pass
+        bucket = path.split("/", 1)[0]
+        if for_write and "/" in path.strip("/") and not fs.exists(bucket):
+            raise StoreError(f"bucket '{bucket}' of {url} does not exist; create it (e.g. `aws s3 mb s3://{bucket}`) "
+                             "or fix the URL")
+    return False
+
+
 def make_store(url: str | Path, *, read_only: bool) -> Store:
     """A zarr Store for `url` (see the module docstring)."""
     root = local_root(url)
     if root is not None:
         return LocalStore(root, read_only=read_only)
     try:
-        return FsspecStore.from_url(str(url), read_only=read_only)
+        return FsspecStore.from_url(str(url), read_only=read_only, storage_options=NO_LISTINGS_CACHE)
     except (ImportError, ValueError) as exc:
-        scheme = urlparse(str(url)).scheme
-        raise StoreError(
-            f"cannot open store URL '{url}' ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
-            f"install the fsspec backend for '{scheme}://' (s3fs for s3://, gcsfs for gs://) or use a local path"
-        ) from None
+        raise _backend_error(url, exc) from None
 
 
 def open_group(url: str | Path, *, mode: str) -> zarr.Group:
-    """Open the store's root group; a missing store is a StoreError naming the URL."""
+    """Open the store's root group; a missing store, or one whose metadata is torn, is a StoreError."""
+    missing = StoreError(f"no feature store at '{url}'; run `simdistill export-teacher` to create it or check the path")
+    if not probe_remote(url):
+        raise missing
     store = make_store(url, read_only=mode == "r")
     try:
-        return zarr.open_group(store, mode=mode)
+        with remote_errors(url):
+            return zarr.open_group(store, mode=mode)
     except FileNotFoundError:
-        raise StoreError(
-            f"no feature store at '{url}'; run `simdistill export-teacher` to create it or check the path"
-        ) from None
+        raise missing from None
+    except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError, or a zarr.json zarr cannot parse
+        raise StoreError(torn_metadata_message(url, "zarr.json", exc)) from None
+
+
+def torn_metadata_message(url: str | Path, what: str, exc: BaseException) -> str:
+    return (
+        f"store {url} has unreadable metadata {what} ({_reason(exc)}); the store is damaged (an interrupted "
+        "copy, or edited by hand): re-export it with `simdistill export-teacher ... --overwrite`"
+    )
 
 
 def gather(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:

@@ -65,8 +65,8 @@ class FeatureStoreWriter:
 
     # -------------------------------------------------------------------------------------------
     def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Exclusive export lock (local stores; a no-op for object stores, which cannot lock)."""
-        return export_lock(self._root) if self._root is not None else contextlib.nullcontext()
+        """Exclusive export lock (a file on local stores, a conditionally created object on s3://; see lock.py)."""
+        return export_lock(self.url)
 
     def done_views(self) -> np.ndarray:
         """[V] bool: which views are durable."""

@@ -5,7 +5,6 @@ Neither reads `batch.points`: the deployed student sees images and calibration o
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from simdistill.config import STUDENT_VARIANTS, ModelConfig

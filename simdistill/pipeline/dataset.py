@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,11 +300,12 @@ class NuScenesSource(ReopenedAfterPickling):
             timestamp=int(lidar_sd["timestamp"]),
         )
 
-    def _sweeps(self, sample: dict[str, Any], key_sd: dict[str, Any], global2lidar: np.ndarray) -> list[np.ndarray]:
-        """Key frame points, then up to sweeps-1 previous LiDAR sweeps in the key frame's LiDAR frame."""
-        sweeps = [self._read_points(key_sd)]
+    def sweep_chain(self, key_sd: dict) -> list[dict]:
+        """The LIDAR_TOP sample_data records merged for a key frame: the key frame first, then up to
+        self.sweeps - 1 previous sweeps following prev."""
+        chain = [key_sd]
         sd = key_sd
-        while len(sweeps) < self.sweeps:
+        while len(chain) < self.sweeps:
             prev = sd["prev"]
             if not prev and sd.get("is_key_frame", True):  # tables without sweep-level links: previous key frame
                 prev_sample = self.nusc.get("sample", sd["sample_token"])["prev"]
@@ -311,10 +313,29 @@ class NuScenesSource(ReopenedAfterPickling):
             if not prev:
                 break
             sd = self.nusc.get("sample_data", prev)
+            chain.append(sd)
+        return chain
+
+    def _sweeps(self, sample: dict[str, Any], key_sd: dict[str, Any], global2lidar: np.ndarray) -> list[np.ndarray]:
+        """Key frame points, then up to sweeps-1 previous LiDAR sweeps in the key frame's LiDAR frame."""
+        sweeps = [self._read_points(key_sd)]
+        for sd in self.sweep_chain(key_sd)[1:]:
             sensor2ego, ego2global = self._calib(sd)
             age = (key_sd["timestamp"] - sd["timestamp"]) * 1e-6
             sweeps.append(sweep_into_key_frame(self._read_points(sd), global2lidar @ ego2global @ sensor2ego, age))
         return sweeps
+
+    def required_files(self, index: int) -> list[Path]:
+        """Every file `load(index)` reads: the six camera images, then the LiDAR sweep chain (key frame first)."""
+        sample = self.nusc.get("sample", self.tokens[index])
+        cameras = [self._sample_data(sample, channel)["filename"] for channel in CAMERA_NAMES]
+        lidar = [sd["filename"] for sd in self.sweep_chain(self._sample_data(sample, LIDAR_NAME))]
+        return [self.dataroot / name for name in cameras + lidar]
+
+    def missing_files(self, indices: Iterable[int]) -> list[Path]:
+        """The files `load` would read for `indices` that do not exist (each once, in reading order)."""
+        wanted = dict.fromkeys(path for i in indices for path in self.required_files(int(i)))
+        return [path for path in wanted if not path.is_file()]
 
     def _gt_boxes(self, sample: dict[str, Any], global2lidar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[M, 9] boxes (x, y, z, l, w, h, yaw, vx, vy) in the LiDAR frame and [M] labels."""

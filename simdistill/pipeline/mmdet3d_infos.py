@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -223,16 +224,34 @@ class InfoFileSource(ReopenedAfterPickling):
             )
         return record[key]
 
-    def _file(self, prefix: str, stored: str) -> Path:
+    def _path(self, prefix: str, stored: str) -> Path:
         """mmdet3d's rule: data_prefix joined with the file name (infos store names, older ones full paths)."""
-        return require_file(self.dataroot / DATA_PREFIX[prefix] / Path(stored).name, self.dataroot)
+        return self.dataroot / DATA_PREFIX[prefix] / Path(stored).name
 
-    def _sweep_file(self, stored: str) -> Path:
+    def _file(self, prefix: str, stored: str) -> Path:
+        return require_file(self._path(prefix, stored), self.dataroot)
+
+    def _sweep_path(self, stored: str) -> Path:
         """Sweep paths are stored as the converter saw them; mmdet3d picks samples/ or sweeps/ by the path."""
         parts = Path(stored).parts
         folder = parts[-3] if len(parts) >= 3 and parts[-3] in ("samples", "sweeps") else None
         in_samples = folder == "samples" if folder else "samples" in stored
-        return self._file("pts" if in_samples else "sweeps", stored)
+        return self._path("pts" if in_samples else "sweeps", stored)
+
+    def required_files(self, index: int) -> list[Path]:
+        """Every file `load(index)` reads: the six camera images, the key-frame LiDAR file, then its sweeps."""
+        info = self._info(index)
+        cameras = [self._path(cam, self._field(self._camera(info, index, cam), "img_path", index))
+                   for cam in CAMERA_NAMES]
+        key = self._path("pts", self._field(self._field(info, "lidar_points", index), "lidar_path", index))
+        sweeps = [self._sweep_path(self._field(self._field(sweep, "lidar_points", index), "lidar_path", index))
+                  for sweep in info.get("lidar_sweeps", [])[: self.sweeps - 1]]
+        return [*cameras, key, *sweeps]
+
+    def missing_files(self, indices: Iterable[int]) -> list[Path]:
+        """The files `load` would read for `indices` that do not exist (each once, in reading order)."""
+        wanted = dict.fromkeys(path for i in indices for path in self.required_files(int(i)))
+        return [path for path in wanted if not path.is_file()]
 
     def _camera(self, info: dict[str, Any], index: int, cam: str) -> dict[str, Any]:
         images = self._field(info, "images", index)
@@ -298,7 +317,8 @@ class InfoFileSource(ReopenedAfterPickling):
             points_rec = self._field(sweep, "lidar_points", index)
             lidar2sensor = _matrix(self._field(points_rec, "lidar2sensor", index), "lidar_sweeps.lidar2sensor")
             age = (key_us - _seconds_to_us(self._field(sweep, "timestamp", index))) * 1e-6
-            points = read_points(self._sweep_file(self._field(points_rec, "lidar_path", index)))
+            path = require_file(self._sweep_path(self._field(points_rec, "lidar_path", index)), self.dataroot)
+            points = read_points(path)
             sweeps.append(sweep_into_key_frame(points, np.linalg.inv(lidar2sensor), age))
         return sweeps
 

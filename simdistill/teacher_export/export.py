@@ -8,17 +8,21 @@ re-running the same command writes only those.
 from __future__ import annotations
 
 import contextlib
-import os
+import functools
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from simdistill.config import Config, config_to_dict
-from simdistill.errors import SimDistillError
+from simdistill.cluster import connect, local_cluster, quiet_task, task_result
+from simdistill.errors import DataError
 from simdistill.feature_store import StoreAttrs, create_or_resume_store
+from simdistill.feature_store.storage import local_root, probe_remote, use_storage_options
 from simdistill.pipeline.augment import AugParams, ViewBuilder
-from simdistill.pipeline.sources import open_data_source
+from simdistill.pipeline.sources import DataSource, open_data_source
 from simdistill.teacher_export.plan import pending_tasks, plan_views
 from simdistill.teacher_export.task import run_export_task
 from simdistill.teacher_export.teacher_loader import describe_teacher
@@ -52,83 +56,69 @@ class ExportReport:
         )
 
 
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
-    """An existing cluster at `scheduler`, or a LocalCluster of `workers` spawned processes."""
-    from distributed import Client, LocalCluster
+def worker_log_dir(cfg: Config, out: str) -> Path:
+    """Where local Dask workers log: export.log_dir, else STORE.logs beside a local store, else ./simdistill-logs."""
+    if cfg.export.log_dir:
+        return Path(cfg.export.log_dir)
+    root = local_root(out)
+    return root.parent / f"{root.name}.logs" if root is not None else Path("simdistill-logs")
 
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise SimDistillError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start it "
-                                  "(dask scheduler) or drop --scheduler to use local workers") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    saved_env = dict(os.environ)  # distributed sets OMP_NUM_THREADS & co. in this process for its workers
-    try:
-        with LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
-            yield client
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
+
+def check_data_files(source: DataSource) -> None:
+    """DataError naming the first missing input file and how many are missing, before any worker starts."""
+    missing = source.missing_files(range(len(source)))
+    if missing:
+        raise DataError(
+            f"{len(missing)} input file(s) of the export are missing from dataroot {source.dataroot}, the first is "
+            f"{missing[0]}; restore them (re-extract nuScenes, or re-run `simdistill make-demo-data`) or point "
+            "data.dataroot at a complete copy"
+        )
+
+
+def _store_attrs(cfg: Config, teacher: dict[str, Any], source: DataSource, builder: ViewBuilder,
+                 views_per_sample: int) -> StoreAttrs:
+    return StoreAttrs(
+        teacher=teacher,
+        dataset={"dataroot": str(Path(cfg.data.dataroot).resolve()), "version": cfg.data.version,
+                 "split": source.split, "sample_tokens": list(source.tokens),
+                 "infos": str(getattr(source, "info_path", ""))},
+        augmentation=config_to_dict(cfg.augment),
+        views_per_sample=views_per_sample,
+        aug_layout=AugParams.names(n_cams=builder.n_cams, n_sweeps=cfg.data.sweeps),
+    )
 
 
 def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | None = None,
                    overwrite: bool = False, progress: bool = True) -> ExportReport:
-    from distributed import as_completed
-
+    """Export the teacher into the store at `out` (see the module docstring); everything a user can get wrong
+    (store location, teacher, dataroot files, scheduler) is checked before a worker starts or a chunk is written."""
+    use_storage_options(cfg.storage_options)
+    probe_remote(out, for_write=True)
     checkpoint = Path(checkpoint)
     teacher = describe_teacher(cfg, checkpoint)
     source = open_data_source(cfg.data, cfg.export.split)
-    split_name = source.split  # the devkit split name ('train' -> data.train_split)
     builder = ViewBuilder.for_config(source, cfg, train=True)
     plan = plan_views(cfg, builder)
-    attrs = StoreAttrs(
-        teacher=teacher,
-        dataset={"dataroot": str(Path(cfg.data.dataroot).resolve()), "version": cfg.data.version,
-                 "split": split_name, "sample_tokens": list(source.tokens),
-                 "infos": str(getattr(source, "info_path", ""))},
-        augmentation=config_to_dict(cfg.augment),
-        views_per_sample=plan.views_per_sample,
-        aug_layout=AugParams.names(n_cams=builder.n_cams, n_sweeps=cfg.data.sweeps),
-    )
-    writer = create_or_resume_store(out, cfg=cfg, n_views=plan.n_views, aug_dim=plan.params.shape[1], attrs=attrs,
-                                    overwrite=overwrite)
+    check_data_files(source)
     t0 = time.perf_counter()
-    stats: list[dict[str, float]] = []
-    with writer.lock():
-        done = writer.done_views()
-        tasks = pending_tasks(writer.task_ranges(cfg.export.views_per_task), done)
-        todo = sum(len(t) for t in tasks)
-        skipped = plan.n_views - todo
-        if tasks:
-            cfg_dict = config_to_dict(cfg)
-            with dask_client(scheduler, cfg.export.workers) as client, TrainProgress(
-                "export", total=plan.n_views, start=skipped, enabled=progress, unit="view"
-            ) as bar:
-                futures = [
-                    client.submit(
-                        run_export_task, store_url=str(out), cfg_dict=cfg_dict, split_name=split_name,
-                        checkpoint=str(checkpoint.resolve()), views=views, params=plan.params[views],
-                        sample_index=plan.sample_index[views], view_index=plan.view_index[views],
-                        pure=False, key=f"export-{views[0]}-{views[-1]}",
-                    )
-                    for views in tasks
-                ]
-                finished = skipped
-                written = 0
-                for fut in as_completed(futures):
-                    result = fut.result()
-                    stats.append(result)
-                    finished += int(result["views"])
-                    written += int(result["bytes_written"])
-                    elapsed = time.perf_counter() - t0
-                    bar.update(finished, {"views/s": (finished - skipped) / elapsed, "MB": written / 1e6})
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(contextlib.closing(connect(scheduler))) if scheduler else None
+        writer = create_or_resume_store(out, cfg=cfg, n_views=plan.n_views, aug_dim=plan.params.shape[1],
+                                        attrs=_store_attrs(cfg, teacher, source, builder, plan.views_per_sample),
+                                        overwrite=overwrite)
+        stack.enter_context(writer.lock())
+        tasks = pending_tasks(writer.task_ranges(cfg.export.views_per_task), writer.done_views())
+        skipped = plan.n_views - sum(len(t) for t in tasks)
+        log_dir = None if scheduler else worker_log_dir(cfg, out)
+        if tasks and client is None:
+            client = stack.enter_context(local_cluster(cfg.export.workers, log_dir=log_dir,
+                                                       dashboard=cfg.export.dashboard))
+        run = functools.partial(run_export_task, store_url=str(out), cfg_dict=config_to_dict(cfg),
+                                split_name=source.split, checkpoint=str(checkpoint.resolve()))
+        with TrainProgress("export", total=plan.n_views, start=skipped, enabled=progress and bool(tasks),
+                           unit="view") as bar:
+            stats = _run_tasks(client, run, plan=plan, tasks=tasks, log_dir=log_dir, bar=bar, skipped=skipped) \
+                if tasks else []
     wall = time.perf_counter() - t0
     return ExportReport(
         store=str(out), n_views=plan.n_views, exported=sum(int(s["views"]) for s in stats), skipped=skipped,
@@ -136,3 +126,27 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
         write_seconds=sum(s["write_seconds"] for s in stats), bytes_written=sum(int(s["bytes_written"]) for s in stats),
         tasks=stats,
     )
+
+
+def _run_tasks(client: Any, run: Callable[..., dict[str, float]], *, plan: Any, tasks: list[list[int]],
+               log_dir: Path | None, bar: TrainProgress, skipped: int) -> list[dict[str, float]]:
+    """One Dask task per view range; a task's user error or a dead worker ends the export with one line."""
+    from distributed import as_completed
+
+    t0 = time.perf_counter()
+    run_id = uuid.uuid4().hex[:8]  # task keys are global on a shared cluster: two exports must not share one
+    futures = {
+        client.submit(quiet_task, run, views=views, params=plan.params[views], sample_index=plan.sample_index[views],
+                      view_index=plan.view_index[views], pure=False, key=f"export-{run_id}-{views[0]}-{views[-1]}"):
+        views for views in tasks
+    }
+    stats: list[dict[str, float]] = []
+    finished, written = skipped, 0
+    for fut in as_completed(futures, loop=client.loop):
+        views = futures[fut]
+        result = task_result(fut, what=f"export views {views[0]}..{views[-1]}", log_dir=log_dir)
+        stats.append(result)
+        finished += int(result["views"])
+        written += int(result["bytes_written"])
+        bar.update(finished, {"views/s": (finished - skipped) / (time.perf_counter() - t0), "MB": written / 1e6})
+    return stats

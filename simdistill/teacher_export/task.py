@@ -1,7 +1,8 @@
 """One export task: load the teacher once, run it on its views, write them through a background writer.
 
 This module runs inside Dask worker processes (started with spawn), so it opens everything itself from
-plain arguments (paths, a config dict, numpy params) and caches the teacher per process. The pieces are
+plain arguments (paths, a config dict, numpy params) and caches the teacher per process. The coordinator
+submits it through `cluster.quiet_task`, so a user error here reaches the client as one line. The pieces are
 public so that a benchmark can time the same work without the writes (`export_context`, `teacher_views`).
 """
 
@@ -23,6 +24,7 @@ import torch
 
 from simdistill.config import Config, config_from_dict
 from simdistill.feature_store import FeatureStoreWriter, TeacherView, open_for_write
+from simdistill.feature_store.storage import remote_errors, use_storage_options
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sample import collate
 from simdistill.pipeline.sources import open_data_source
@@ -105,7 +107,8 @@ class BackgroundWriter:
                 continue
             t0 = time.perf_counter()
             try:
-                self.stats.bytes_written += self.writer.write_views(pending[0][0], [tv for _, tv in pending])
+                with remote_errors(self.writer.url):  # a lost storage server is a one-line StoreError
+                    self.stats.bytes_written += self.writer.write_views(pending[0][0], [tv for _, tv in pending])
             except BaseException as exc:  # noqa: BLE001 - re-raised by close()
                 self.error = exc
             pending = []
@@ -127,6 +130,7 @@ def run_export_task(*, store_url: str, cfg_dict: dict[str, Any], split_name: str
                     view_index: np.ndarray) -> dict[str, float]:
     """Export `views` (all owned by this task; params [N, P], sample_index and view_index [N]); TaskStats dict."""
     t_start = time.perf_counter()
+    use_storage_options(config_from_dict(cfg_dict).storage_options)  # this worker may be on another host
     ctx = export_context(cfg_dict, split_name, checkpoint)
     torch.set_num_threads(max(1, ctx.cfg.export.threads_per_worker))
     stats = TaskStats()
