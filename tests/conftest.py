@@ -155,8 +155,8 @@ def assert_same_views(got_url: str, want_url: str) -> None:
 
 
 def cli_args(world: Path, extra: list[str] | None = None) -> list[str]:
-    """`--config demo.yaml --set ...` for the tiny config on `world`, plus `extra` overrides."""
-    args = ["--config", str(ROOT / "configs/demo.yaml")]
+    """`--config configs/tiny.yaml --set ...` pointed at `world`, plus `extra` overrides."""
+    args = ["--config", str(TINY_CONFIG)]
     for o in tiny_overrides(world) + list(extra or []):
         args += ["--set", o]
     return args

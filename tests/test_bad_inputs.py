@@ -152,7 +152,7 @@ CASES: list[Case] = [
     ("export-unreachable-scheduler", lambda c: export(c, "--scheduler", c.closed_scheduler, *c.cfg()),
      ("cannot reach the Dask scheduler",), ("dask scheduler", "drop --scheduler")),
     ("export-changed-config-into-store", lambda c: export(c, *c.cfg("seed=7"), out=c.store),
-     ("was exported with seed=0",), ("--overwrite",)),
+     ("seed was 0, now 7",), ("--overwrite",)),
     ("export-other-views-per-sample", lambda c: export(c, "--views-per-sample", "2", *c.cfg(), out=c.store),
      ("export.views_per_sample",), ("--overwrite",)),
     ("export-out-under-a-file", lambda c: export(c, *c.cfg(), out=str(c.file / "s.zarr")),

@@ -100,7 +100,7 @@ def test_unreachable_scheduler_is_one_cluster_error_in_export_and_training(
         export_teacher(cfg, checkpoint=tiny_teacher, out=str(store), scheduler=address, progress=False)
     assert not store.exists()  # refused before anything was written
     with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at {address} .*dask scheduler"):
-        train_student(cfg, out_dir=tmp_path / "run", store=tiny_store, scheduler=address, evaluate=False,
+        train_student(cfg, out_dir=tmp_path / "run", store=tiny_store, scheduler=address,
                       progress=False)
 
     for args in (["export-teacher", "--checkpoint", str(tiny_teacher), "--out", str(store)],

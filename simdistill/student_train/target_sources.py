@@ -39,7 +39,9 @@ class StoreTargets:
     def __init__(self, url: str, cfg: Config, arrays: list[str], *, scheduler: str | None = None,
                  expected_tokens: Sequence[str] | None = None) -> None:
         from simdistill.feature_store import open_store
+        from simdistill.feature_store.storage import use_storage_options
 
+        use_storage_options(cfg.storage_options)  # a remote store's endpoint, as the commands apply it
         self.url = url
         self.arrays = arrays
         self.scheduler = scheduler
