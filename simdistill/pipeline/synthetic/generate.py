@@ -20,7 +20,7 @@ from nuscenes.utils.splits import create_splits_scenes
 from simdistill.config import CLASS_NAMES, WorldConfig, config_to_dict
 from simdistill.errors import DataError
 from simdistill.pipeline.synthetic.classes import CLASS_SPECS, attribute_name, instance_color, visibility_token
-from simdistill.pipeline.synthetic.render import Boxes, cast_lidar, render_camera
+from simdistill.pipeline.synthetic.sensors import Boxes, cast_lidar, render_camera
 from simdistill.pipeline.synthetic.rig import SensorRig, build_rig, ego_pose_matrix
 from simdistill.pipeline.synthetic.tables import CHANNELS, LIDAR_CHANNEL, Tables
 from simdistill.pipeline.synthetic.world import ROAD_EDGES, SceneLayout, build_scene, plan_classes

@@ -17,7 +17,7 @@ import numpy as np
 
 from simdistill.config import CAMERA_NAMES, CLASS_NAMES
 from simdistill.pipeline.synthetic.classes import ATTRIBUTES, CLASS_SPECS, VISIBILITY_LEVELS
-from simdistill.pipeline.synthetic.geometry import quaternion_wxyz
+from simdistill.pipeline.synthetic.raycast import quaternion_wxyz
 
 TABLE_NAMES = (
     "attribute",

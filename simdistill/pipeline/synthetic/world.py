@@ -17,7 +17,8 @@ import numpy as np
 from simdistill.config import CLASS_NAMES, WorldConfig
 from simdistill.errors import DataError
 from simdistill.pipeline.synthetic.classes import CLASS_SPECS, CYCLES, VEHICLES, class_weights
-from simdistill.pipeline.synthetic.geometry import rectangles_overlap, wrap_angle
+from simdistill.pipeline.geometry import wrap_angle
+from simdistill.pipeline.synthetic.raycast import rectangles_overlap
 
 SAMPLE_PERIOD_S = 0.5  # key frames are 0.5 s apart, like nuScenes
 LANES_SAME = (0.0, -3.5)

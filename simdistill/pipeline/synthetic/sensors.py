@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simdistill.pipeline.synthetic.geometry import box_corners, ground_intersect, ray_box_intersect, wrap_angle
+from simdistill.pipeline.geometry import box_corners, wrap_angle
+from simdistill.pipeline.synthetic.raycast import ground_intersect, ray_box_intersect
 from simdistill.pipeline.synthetic.rig import Camera, Lidar
 from simdistill.pipeline.synthetic.world import ROAD_EDGES, SIDEWALK_WIDTH, Road
 
@@ -50,8 +51,9 @@ class Boxes:
     def __len__(self) -> int:
         return len(self.yaws)
 
-    def corners(self, k: int) -> np.ndarray:
-        return box_corners(self.centers[k], float(self.yaws[k]), self.lwh[k])  # [8, 3]
+    def corners(self) -> np.ndarray:
+        """[N, 8, 3] corners in the global frame (any order: callers take extents only)."""
+        return box_corners(np.concatenate([self.centers, self.lwh, self.yaws[:, None]], axis=1))
 
 
 def _cell_noise(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
@@ -113,8 +115,9 @@ def render_camera(
     normals = np.zeros((height, width, 3))
     projected = np.zeros(len(boxes), dtype=np.int64)
 
+    corners = boxes.corners()  # [N, 8, 3]
     for k in range(len(boxes)):
-        corners_cam = (boxes.corners(k) - origin) @ rot  # [8, 3] in the camera frame
+        corners_cam = (corners[k] - origin) @ rot  # [8, 3] in the camera frame
         z = corners_cam[:, 2]
         if z.max() <= NEAR_PLANE:
             continue
@@ -173,8 +176,9 @@ def cast_lidar(
     normals = np.zeros((beams, steps, 3))
     normals[..., 2] = 1.0
 
+    all_corners = boxes.corners()  # [N, 8, 3]
     for k in range(len(boxes)):
-        corners = (boxes.corners(k) - origin) @ rot  # [8, 3] in the LiDAR frame
+        corners = (all_corners[k] - origin) @ rot  # [8, 3] in the LiDAR frame
         center_az = np.arctan2(*(((boxes.centers[k] - origin) @ rot)[[1, 0]]))
         rel = wrap_angle(np.arctan2(corners[:, 1], corners[:, 0]) - center_az)
         col_rel = wrap_angle(lidar.azimuths - center_az)
