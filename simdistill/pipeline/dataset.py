@@ -172,7 +172,7 @@ class SampleMeta:
 class NuScenesSource:
     """Key frames of one split of a nuScenes v1.0 dataroot, loaded as `Sample`s.
 
-    sweeps: LiDAR sweeps per sample (key frame + up to sweeps-1 previous LIDAR_TOP sample_data).
+    sweeps: LiDAR sweeps per sample (key frame + up to sweeps-1 previous LIDAR_TOP sample_data, `sweep_chain`).
     drop_empty_boxes: drop GT boxes with no LiDAR or radar point, as the devkit's evaluation does.
     """
 
@@ -296,24 +296,27 @@ class NuScenesSource:
             camera2ego=np.stack(cam2ego),
             lidar2ego=lidar2ego,
             ego2global=ego2global,
-            sweeps=self._sweeps(sample, lidar_sd, global2lidar),
+            sweeps=self._sweeps(lidar_sd, global2lidar),
             gt_boxes=boxes,
             gt_labels=labels,
             timestamp=int(lidar_sd["timestamp"]),
         )
 
-    def _sweeps(self, sample: dict[str, Any], key_sd: dict[str, Any], global2lidar: np.ndarray) -> list[np.ndarray]:
-        """Key frame points, then up to sweeps-1 previous LiDAR sweeps in the key frame's LiDAR frame."""
+    def sweep_chain(self, key_sd: dict[str, Any]) -> list[dict[str, Any]]:
+        """The LIDAR_TOP sample_data merged for a key frame: `key_sd` first, then up to sweeps-1 earlier sweeps.
+
+        Follows `prev` as nuScenes links it: through the 20 Hz non-key-frame sweeps to the previous key frame and
+        beyond, stopping at the first sample_data of the scene.
+        """
+        chain = [key_sd]
+        while len(chain) < self.sweeps and chain[-1]["prev"]:
+            chain.append(self.nusc.get("sample_data", chain[-1]["prev"]))
+        return chain
+
+    def _sweeps(self, key_sd: dict[str, Any], global2lidar: np.ndarray) -> list[np.ndarray]:
+        """Key frame points, then the earlier sweeps of `sweep_chain` in the key frame's LiDAR frame."""
         sweeps = [self._read_points(key_sd)]
-        sd = key_sd
-        while len(sweeps) < self.sweeps:
-            prev = sd["prev"]
-            if not prev and sd.get("is_key_frame", True):  # tables without sweep-level links: previous key frame
-                prev_sample = self.nusc.get("sample", sd["sample_token"])["prev"]
-                prev = self.nusc.get("sample", prev_sample)["data"].get(LIDAR_NAME, "") if prev_sample else ""
-            if not prev:
-                break
-            sd = self.nusc.get("sample_data", prev)
+        for sd in self.sweep_chain(key_sd)[1:]:
             sensor2ego, ego2global = self._calib(sd)
             age = (key_sd["timestamp"] - sd["timestamp"]) * 1e-6
             sweeps.append(sweep_into_key_frame(self._read_points(sd), global2lidar @ ego2global @ sensor2ego, age))
