@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simdistill.pipeline.geometry import box_corners, wrap_angle
+from simdistill.pipeline.synthetic.looks import body_frame, paint
 from simdistill.pipeline.synthetic.raycast import ground_intersect, ray_box_intersect
 from simdistill.pipeline.synthetic.rig import Camera, Lidar
 from simdistill.pipeline.synthetic.world import ROAD_EDGES, SIDEWALK_WIDTH, Road
@@ -40,13 +41,14 @@ LINE_HALF_WIDTH = 0.075
 
 @dataclass
 class Boxes:
-    """The objects of one key frame in the global frame."""
+    """The objects' bodies at one instant in the global frame (each is smaller than its annotation box)."""
 
     centers: np.ndarray  # [N, 3]
     yaws: np.ndarray  # [N]
     lwh: np.ndarray  # [N, 3] length (along heading), width, height
     colors: np.ndarray  # [N, 3] RGB 0..255
     reflectivity: np.ndarray  # [N]
+    labels: np.ndarray  # [N] index into CLASS_NAMES (selects the look)
 
     def __len__(self) -> int:
         return len(self.yaws)
@@ -54,6 +56,43 @@ class Boxes:
     def corners(self) -> np.ndarray:
         """[N, 8, 3] corners in the global frame (any order: callers take extents only)."""
         return box_corners(np.concatenate([self.centers, self.lwh, self.yaws[:, None]], axis=1))
+
+    def surface(self, ids: np.ndarray, hits: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB [P, 3], reflectivity [P]) where P rays hit bodies `ids` [P] at `hits` [P, 3] with `normals` [P, 3]."""
+        face, horizontal, up = body_frame(
+            hits, normals, centers=self.centers[ids], yaws=self.yaws[ids], lwh=self.lwh[ids]
+        )
+        return paint(
+            self.labels[ids], face, horizontal, up, colors=self.colors[ids], reflectivity=self.reflectivity[ids]
+        )
+
+
+@dataclass
+class ZBuffer:
+    """Nearest surface per ray, flattened: ids -1 = ground, -2 = nothing (sky), k >= 0 = body k."""
+
+    depth: np.ndarray  # [R] distance along the ray (inf = no hit)
+    ids: np.ndarray  # [R] int
+    normals: np.ndarray  # [R, 3] outward normal of the surface hit (global)
+
+    @classmethod
+    def over_ground(cls, origin: np.ndarray, rays: np.ndarray) -> ZBuffer:
+        depth = ground_intersect(origin, rays)  # [R]
+        normals = np.zeros_like(rays)
+        normals[:, 2] = 1.0
+        return cls(depth=depth, ids=np.where(np.isfinite(depth), -1, -2), normals=normals)
+
+    def add_body(self, boxes: Boxes, k: int, *, origin: np.ndarray, rays: np.ndarray, candidates: np.ndarray) -> int:
+        """Intersect body k with the `candidates` [C] (flat ray indices) of `rays` [R, 3]; returns its hits."""
+        t, normal = ray_box_intersect(
+            origin, rays[candidates], center=boxes.centers[k], yaw=float(boxes.yaws[k]), half=boxes.lwh[k] / 2
+        )
+        closer = t < self.depth[candidates]
+        chosen = candidates[closer]
+        self.depth[chosen] = t[closer]
+        self.ids[chosen] = k
+        self.normals[chosen] = normal[closer]
+        return int(np.isfinite(t).sum())
 
 
 def _cell_noise(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
@@ -103,58 +142,54 @@ class CameraRender:
     projected: np.ndarray  # [N] pixels whose ray hits each object at all (occluded or not)
 
 
+def _pixel_window(camera: Camera, corners_cam: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(u0, u1, v0, v1) pixel rectangle that can see a body with corners [8, 3] in the camera frame, or None."""
+    z = corners_cam[:, 2]
+    if z.max() <= NEAR_PLANE:
+        return None
+    if z.min() <= NEAR_PLANE:  # straddles the image plane: test every pixel
+        return 0, camera.width, 0, camera.height
+    uvw = corners_cam @ camera.intrinsic.T
+    u, v = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
+    u0, u1 = max(0, int(np.floor(u.min()))), min(camera.width, int(np.ceil(u.max())) + 1)
+    v0, v1 = max(0, int(np.floor(v.min()))), min(camera.height, int(np.ceil(v.max())) + 1)
+    return (u0, u1, v0, v1) if u0 < u1 and v0 < v1 else None
+
+
 def render_camera(
     camera: Camera, *, ego2global: np.ndarray, road: Road, boxes: Boxes, rng: np.random.Generator
 ) -> CameraRender:
     cam2global = ego2global @ camera.camera2ego
     rot, origin = cam2global[:3, :3], cam2global[:3, 3]
     height, width = camera.height, camera.width
-    rays = camera.rays @ rot.T  # [H, W, 3] global directions
-    depth = ground_intersect(origin, rays.reshape(-1, 3)).reshape(height, width)  # [H, W]
-    ids = np.where(np.isfinite(depth), -1, -2)  # -1 ground, -2 sky, k >= 0 object k
-    normals = np.zeros((height, width, 3))
+    rays = (camera.rays @ rot.T).reshape(-1, 3)  # [H*W, 3] global directions
+    zbuf = ZBuffer.over_ground(origin, rays)
     projected = np.zeros(len(boxes), dtype=np.int64)
-
-    corners = boxes.corners()  # [N, 8, 3]
-    for k in range(len(boxes)):
-        corners_cam = (corners[k] - origin) @ rot  # [8, 3] in the camera frame
-        z = corners_cam[:, 2]
-        if z.max() <= NEAR_PLANE:
+    for k, corners in enumerate(boxes.corners()):
+        window = _pixel_window(camera, (corners - origin) @ rot)
+        if window is None:
             continue
-        if z.min() <= NEAR_PLANE:  # straddles the image plane: test every pixel
-            u0, u1, v0, v1 = 0, width, 0, height
-        else:
-            uvw = corners_cam @ camera.intrinsic.T
-            u, v = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
-            u0, u1 = max(0, int(np.floor(u.min()))), min(width, int(np.ceil(u.max())) + 1)
-            v0, v1 = max(0, int(np.floor(v.min()))), min(height, int(np.ceil(v.max())) + 1)
-            if u0 >= u1 or v0 >= v1:
-                continue
-        sub = rays[v0:v1, u0:u1].reshape(-1, 3)
-        t, normal = ray_box_intersect(
-            origin, sub, center=boxes.centers[k], yaw=float(boxes.yaws[k]), half=boxes.lwh[k] / 2
-        )
-        projected[k] = int(np.isfinite(t).sum())
-        t = t.reshape(v1 - v0, u1 - u0)
-        closer = t < depth[v0:v1, u0:u1]
-        depth[v0:v1, u0:u1][closer] = t[closer]
-        ids[v0:v1, u0:u1][closer] = k
-        normals[v0:v1, u0:u1][closer] = normal.reshape(v1 - v0, u1 - u0, 3)[closer]
+        u0, u1, v0, v1 = window
+        pixels = (np.arange(v0, v1)[:, None] * width + np.arange(u0, u1)[None]).ravel()
+        projected[k] = zbuf.add_body(boxes, k, origin=origin, rays=rays, candidates=pixels)
 
-    image = np.empty((height, width, 3))
-    sky = ids == -2
-    elevation = np.clip(rays[..., 2][sky] / 0.45, 0.0, 1.0)[:, None] ** 0.7
+    image = np.empty((height * width, 3))
+    sky = zbuf.ids == -2
+    elevation = np.clip(rays[sky, 2] / 0.45, 0.0, 1.0)[:, None] ** 0.7
     image[sky] = SKY_HORIZON * (1.0 - elevation) + SKY_ZENITH * elevation
-    ground = ids == -1
-    hits = origin + depth[ground][:, None] * rays[ground]  # [G, 3]
+    ground = zbuf.ids == -1
+    hits = origin + zbuf.depth[ground][:, None] * rays[ground]  # [G, 3]
     color, _ = ground_material(road, hits[:, 0], hits[:, 1])
-    haze = 1.0 - np.exp(-depth[ground] / HAZE_DISTANCE)
+    haze = 1.0 - np.exp(-zbuf.depth[ground] / HAZE_DISTANCE)
     image[ground] = color * (1.0 - haze[:, None]) + SKY_HORIZON * haze[:, None]
-    objects = ids >= 0
-    shade = AMBIENT + (1.0 - AMBIENT) * np.clip(normals[objects] @ SUN, 0.0, 1.0)
-    image[objects] = boxes.colors[ids[objects]] * shade[:, None]
-    image += IMAGE_NOISE * rng.standard_normal(size=image.shape, dtype=np.float32)
-    visible = np.bincount(ids[objects], minlength=len(boxes))
+    objects = zbuf.ids >= 0
+    ids, normals = zbuf.ids[objects], zbuf.normals[objects]
+    color, _ = boxes.surface(ids, origin + zbuf.depth[objects][:, None] * rays[objects], normals)
+    shade = AMBIENT + (1.0 - AMBIENT) * np.clip(normals @ SUN, 0.0, 1.0)
+    image[objects] = color * shade[:, None]
+    noise = IMAGE_NOISE * rng.standard_normal(size=(height, width, 3), dtype=np.float32)
+    image = image.reshape(height, width, 3) + noise
+    visible = np.bincount(ids, minlength=len(boxes))
     return CameraRender(image=np.clip(np.rint(image), 0, 255).astype(np.uint8), visible=visible, projected=projected)
 
 
@@ -164,56 +199,42 @@ class LidarSweep:
     hit_ids: np.ndarray  # [P] int: object index hit by each point, -1 for the ground
 
 
+def _azimuth_columns(lidar: Lidar, corners_lidar: np.ndarray, center_lidar: np.ndarray) -> np.ndarray:
+    """Firing columns [C] whose azimuth falls inside a body's azimuth interval (corners [8, 3], LiDAR frame)."""
+    center_az = np.arctan2(center_lidar[1], center_lidar[0])
+    rel = wrap_angle(np.arctan2(corners_lidar[:, 1], corners_lidar[:, 0]) - center_az)
+    col_rel = wrap_angle(lidar.azimuths - center_az)
+    return np.nonzero((col_rel >= rel.min() - 1e-9) & (col_rel <= rel.max() + 1e-9))[0]
+
+
 def cast_lidar(
     lidar: Lidar, *, ego2global: np.ndarray, road: Road, boxes: Boxes, rng: np.random.Generator
 ) -> LidarSweep:
     lidar2global = ego2global @ lidar.lidar2ego
     rot, origin = lidar2global[:3, :3], lidar2global[:3, 3]
     beams, steps = lidar.rays.shape[:2]
-    rays = lidar.rays @ rot.T  # [B, A, 3] global directions
-    depth = ground_intersect(origin, rays.reshape(-1, 3)).reshape(beams, steps)
-    ids = np.full((beams, steps), -1)
-    normals = np.zeros((beams, steps, 3))
-    normals[..., 2] = 1.0
-
-    all_corners = boxes.corners()  # [N, 8, 3]
-    for k in range(len(boxes)):
-        corners = (all_corners[k] - origin) @ rot  # [8, 3] in the LiDAR frame
-        center_az = np.arctan2(*(((boxes.centers[k] - origin) @ rot)[[1, 0]]))
-        rel = wrap_angle(np.arctan2(corners[:, 1], corners[:, 0]) - center_az)
-        col_rel = wrap_angle(lidar.azimuths - center_az)
-        cols = np.nonzero((col_rel >= rel.min() - 1e-9) & (col_rel <= rel.max() + 1e-9))[0]
-        if len(cols) == 0 or np.hypot(*(boxes.centers[k] - origin)[:2]) > lidar.max_range + boxes.lwh[k, :2].max():
+    rays = (lidar.rays @ rot.T).reshape(-1, 3)  # [B*A, 3] global directions
+    zbuf = ZBuffer.over_ground(origin, rays)
+    for k, corners in enumerate(boxes.corners()):
+        if np.hypot(*(boxes.centers[k] - origin)[:2]) > lidar.max_range + boxes.lwh[k, :2].max():
             continue
-        sub = rays[:, cols].reshape(-1, 3)
-        t, normal = ray_box_intersect(
-            origin, sub, center=boxes.centers[k], yaw=float(boxes.yaws[k]), half=boxes.lwh[k] / 2
-        )
-        t = t.reshape(beams, len(cols))
-        view = depth[:, cols]
-        closer = t < view
-        view[closer] = t[closer]
-        depth[:, cols] = view
-        id_view = ids[:, cols]
-        id_view[closer] = k
-        ids[:, cols] = id_view
-        n_view = normals[:, cols]
-        n_view[closer] = normal.reshape(beams, len(cols), 3)[closer]
-        normals[:, cols] = n_view
+        cols = _azimuth_columns(lidar, (corners - origin) @ rot, (boxes.centers[k] - origin) @ rot)
+        if len(cols):
+            candidates = (np.arange(beams)[:, None] * steps + cols[None]).ravel()
+            zbuf.add_body(boxes, k, origin=origin, rays=rays, candidates=candidates)
 
-    noise = rng.normal(0.0, RANGE_NOISE, size=depth.shape)  # drawn for every ray: same stream whatever is hit
-    keep = depth <= lidar.max_range
-    rng_ = depth[keep] + noise[keep]
-    ring = np.broadcast_to(np.arange(beams)[:, None], (beams, steps))[keep]
-    hit_ids = ids[keep]
-    local_rays = lidar.rays[keep]  # [P, 3] LiDAR frame
-    xyz = local_rays * rng_[:, None]
-    cos_inc = np.abs(np.sum(normals[keep] * rays[keep], axis=-1))
+    noise = rng.normal(0.0, RANGE_NOISE, size=len(rays))  # drawn for every ray: same stream whatever is hit
+    keep = zbuf.depth <= lidar.max_range
+    depth, hit_ids, global_rays = zbuf.depth[keep], zbuf.ids[keep], rays[keep]
+    ring = np.repeat(np.arange(beams), steps)[keep]
+    xyz = lidar.rays.reshape(-1, 3)[keep] * (depth + noise[keep])[:, None]  # [P, 3] LiDAR frame
+    cos_inc = np.abs(np.sum(zbuf.normals[keep] * global_rays, axis=-1))
+    hits = origin + depth[:, None] * global_rays  # [P, 3] true surface points (global)
     refl = np.empty(len(hit_ids))
     on_ground = hit_ids < 0
-    hits_global = origin + depth[keep][on_ground][:, None] * rays[keep][on_ground]
-    _, refl[on_ground] = ground_material(road, hits_global[:, 0], hits_global[:, 1])
-    refl[~on_ground] = boxes.reflectivity[hit_ids[~on_ground]]
+    _, refl[on_ground] = ground_material(road, hits[on_ground, 0], hits[on_ground, 1])
+    on_body = ~on_ground
+    _, refl[on_body] = boxes.surface(hit_ids[on_body], hits[on_body], zbuf.normals[keep][on_body])
     intensity = np.clip(np.rint(refl * (0.35 + 0.65 * cos_inc) + rng.normal(0.0, 2.0, size=len(refl))), 0, 255)
     points = np.concatenate([xyz, intensity[:, None], ring[:, None]], axis=1).astype(np.float32)
     return LidarSweep(points=points, hit_ids=hit_ids)

@@ -83,6 +83,15 @@ class Track:
         d = self.d0 + self.vd * times
         return road.point(s, d), road.heading_at(s) + self.yaw_rel
 
+    def velocity(self, road: Road, times: np.ndarray) -> np.ndarray:
+        """Global velocity [T, 2] at `times` [T]: d/dt of `pose`'s xy (the arc shortens by 1 - curvature * d)."""
+        s = self.s0 + self.vs * np.asarray(times, dtype=np.float64)
+        d = self.d0 + self.vd * np.asarray(times, dtype=np.float64)
+        theta = road.heading_at(s)
+        tangent = np.stack([np.cos(theta), np.sin(theta)], -1)  # [T, 2]
+        normal = np.stack([-np.sin(theta), np.cos(theta)], -1)
+        return (self.vs * (1.0 - road.curvature * d))[:, None] * tangent + self.vd * normal
+
 
 @dataclass
 class SceneObject:
