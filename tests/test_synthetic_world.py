@@ -26,7 +26,7 @@ from simdistill.config import CAMERA_NAMES, CLASS_NAMES, WorldConfig  # noqa: E4
 from simdistill.errors import DataError  # noqa: E402
 from simdistill.pipeline.synthetic import WorldSummary, make_demo_data  # noqa: E402
 from simdistill.pipeline.synthetic.classes import CLASS_SPECS, body_lwh, instance_color  # noqa: E402
-from simdistill.pipeline.synthetic.raycast import ray_box_intersect  # noqa: E402
+from simdistill.pipeline.synthetic.raycast import ray_box_distance  # noqa: E402
 from simdistill.pipeline.synthetic.rig import build_rig  # noqa: E402
 from simdistill.pipeline.synthetic.sensors import AMBIENT, SUN, Boxes  # noqa: E402
 from simdistill.pipeline.synthetic.world import Road, plan_classes  # noqa: E402
@@ -187,15 +187,15 @@ def _painted_colour(nusc: NuScenes, cam_token: str, ann: dict, uv: tuple[int, in
     lwh = body_lwh(name, np.array([length, width, height]))
     center = np.array([*ann["translation"][:2], lwh[2] / 2])  # the body rests on the ground
     yaw = Quaternion(ann["rotation"]).yaw_pitch_roll[0]
-    t, normal = ray_box_intersect(origin, ray[None], center=center, yaw=yaw, half=lwh / 2)
+    t = ray_box_distance(origin, ray[None], center=center, yaw=yaw, half=lwh / 2)
     if not np.isfinite(t[0]):
         return None
     body = Boxes(
         centers=center[None], yaws=np.array([yaw]), lwh=lwh[None], colors=instance_color(name, ann["instance_token"])[None],
         reflectivity=np.zeros(1), labels=np.array([CLASS_NAMES.index(name)]),
     )  # fmt: skip
-    color = body.surface(np.zeros(1, dtype=int), origin + t[:, None] * ray, normal)[0][0]
-    return color * (AMBIENT + (1.0 - AMBIENT) * max(0.0, float(normal[0] @ SUN)))  # the renderer's shading
+    color, _, normal = body.surface(np.zeros(1, dtype=int), origin + t[:, None] * ray)
+    return color[0] * (AMBIENT + (1.0 - AMBIENT) * max(0.0, float(normal[0] @ SUN)))  # the renderer's shading
 
 
 def test_box_centre_pixel_shows_the_painted_body(nusc: NuScenes) -> None:

@@ -84,34 +84,41 @@ LOOKS: dict[str, tuple[Patch, ...]] = {
 }
 
 
-def body_frame(
-    hits: np.ndarray, normals: np.ndarray, *, centers: np.ndarray, yaws: np.ndarray, lwh: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(face [P], horizontal [P], up [P]) of surface hits in each hit body's normalised frame (module doc).
+@dataclass
+class SurfaceHits:
+    """Where P rays met bodies, in each body's normalised frame (module doc)."""
 
-    hits, normals: [P, 3] global; centers [P, 3], yaws [P], lwh [P, 3]: the body each hit belongs to.
+    face: np.ndarray  # [P] FRONT, BACK, SIDE or TOP
+    horizontal: np.ndarray  # [P] `across` on FRONT/BACK, `along` on SIDE/TOP
+    up: np.ndarray  # [P] 0 = ground .. 1 = top
+    normals: np.ndarray  # [P, 3] outward normal of the face hit (global)
+
+
+def body_frame(hits: np.ndarray, *, centers: np.ndarray, yaws: np.ndarray, lwh: np.ndarray) -> SurfaceHits:
+    """Surface hits [P, 3] (global, on the bodies' surfaces) in the frame of the body each belongs to.
+
+    centers [P, 3], yaws [P], lwh [P, 3]: that body. The face is the one the hit lies on: the axis along which
+    the hit is furthest out relative to the half size (the bottom is never seen).
     """
     c, s = np.cos(yaws), np.sin(yaws)
     rel = hits - centers  # [P, 3]
-    x = rel[:, 0] * c + rel[:, 1] * s
+    x = rel[:, 0] * c + rel[:, 1] * s  # along the heading
     y = -rel[:, 0] * s + rel[:, 1] * c
-    nx = normals[:, 0] * c + normals[:, 1] * s  # the normal's component along the heading
-    face = np.select([nx > 0.5, nx < -0.5, normals[:, 2] > 0.5], [FRONT, BACK, TOP], SIDE)
-    along = x / (lwh[:, 0] / 2)
-    across = np.abs(y) / (lwh[:, 1] / 2)
-    horizontal = np.where(face <= BACK, across, along)
-    up = rel[:, 2] / lwh[:, 2] + 0.5
-    return face, horizontal, up
+    along, across, up = x / (lwh[:, 0] / 2), y / (lwh[:, 1] / 2), rel[:, 2] / lwh[:, 2] + 0.5
+    axis = np.argmax(np.stack([np.abs(along), np.abs(across), 2.0 * up - 1.0], axis=1), axis=1)  # [P]
+    face = np.select([axis == 2, axis == 1, along > 0], [TOP, SIDE, FRONT], BACK)
+    normals = np.zeros_like(rel)
+    sign = np.where(axis == 0, np.sign(along), np.sign(across))
+    heading = np.stack([c, s], axis=1)  # [P, 2]
+    left = np.stack([-s, c], axis=1)
+    normals[:, :2] = np.where((axis == 0)[:, None], heading, left) * sign[:, None]
+    normals[axis == 2] = (0.0, 0.0, 1.0)
+    horizontal = np.where(face <= BACK, np.abs(across), along)
+    return SurfaceHits(face=face, horizontal=horizontal, up=up, normals=normals)
 
 
 def paint(
-    labels: np.ndarray,
-    face: np.ndarray,
-    horizontal: np.ndarray,
-    up: np.ndarray,
-    *,
-    colors: np.ndarray,
-    reflectivity: np.ndarray,
+    labels: np.ndarray, surface: SurfaceHits, *, colors: np.ndarray, reflectivity: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(RGB [P, 3], reflectivity [P]) of P surface hits; labels [P] index CLASS_NAMES, colors [P, 3] and
     reflectivity [P] are each hit body's own (what a hit outside every patch shows)."""
@@ -122,11 +129,11 @@ def paint(
         for patch in LOOKS[CLASS_NAMES[label]]:
             inside = (
                 of_class
-                & (face == patch.face)
-                & (horizontal >= patch.horizontal[0])
-                & (horizontal <= patch.horizontal[1])
-                & (up >= patch.up[0])
-                & (up <= patch.up[1])
+                & (surface.face == patch.face)
+                & (surface.horizontal >= patch.horizontal[0])
+                & (surface.horizontal <= patch.horizontal[1])
+                & (surface.up >= patch.up[0])
+                & (surface.up <= patch.up[1])
             )
             color, intensity = patch.material
             rgb[inside] = color

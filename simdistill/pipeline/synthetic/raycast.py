@@ -35,19 +35,19 @@ def rotation_from_wxyz(wxyz: list[float] | tuple[float, ...]) -> np.ndarray:
     return Quaternion(wxyz).rotation_matrix
 
 
-def ray_box_intersect(
+def ray_box_distance(
     origin: np.ndarray,
     dirs: np.ndarray,
     *,
     center: np.ndarray,
     yaw: float,
     half: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Exact ray / oriented-box intersection (slab method in the box's own frame).
 
     origin: [3] ray origin (outside the box), dirs: [N, 3] ray directions (any length, t is in their units).
-    Returns (t [N], normal [N, 3]): entry distance (inf where the ray misses) and the outward normal
-    of the entered face in the input frame (zeros where missed).
+    Returns t [N]: the entry distance, inf where the ray misses. (Which face was hit follows from the hit
+    point, see `looks.body_frame`.)
     """
     rot = rot_z(yaw)
     o_local = rot.T @ (origin - center)  # [3]
@@ -56,18 +56,10 @@ def ray_box_intersect(
         inv = 1.0 / d_local
         t1 = (-half - o_local) * inv  # [N, 3]
         t2 = (half - o_local) * inv
-    t_min = np.minimum(t1, t2)
-    t_near = t_min.max(axis=1)  # [N]
+    t_near = np.minimum(t1, t2).max(axis=1)  # [N]
     t_far = np.maximum(t1, t2).min(axis=1)
     hit = (t_near <= t_far) & (t_near > 0.0)  # NaN (ray in a face plane) compares False: a miss
-    t = np.where(hit, t_near, np.inf)
-    rows = np.nonzero(hit)[0]
-    axis = t_min[rows].argmax(axis=1)  # the slab entered last is the face hit
-    normal_local = np.zeros((len(rows), 3))
-    normal_local[np.arange(len(rows)), axis] = -np.sign(d_local[rows, axis])
-    normal = np.zeros_like(d_local)
-    normal[rows] = normal_local @ rot.T
-    return t, normal
+    return np.where(hit, t_near, np.inf)
 
 
 def ground_intersect(origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:

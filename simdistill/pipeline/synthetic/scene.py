@@ -124,6 +124,7 @@ def devkit_lidar_counts(
     from pyquaternion import Quaternion
 
     xyz = points[:, :3].T  # [3, P] float32, as LidarPointCloud.points[:3]
+    xy = xyz[:2].astype(np.float64)  # [2, P]
     counts = np.zeros(len(boxes), dtype=np.int64)
     for k, record in enumerate(boxes):
         box = Box(record["translation"], record["size"], Quaternion(record["rotation"]))
@@ -131,8 +132,8 @@ def devkit_lidar_counts(
         box.rotate(Quaternion(pose["rotation"]).inverse)
         box.translate(-np.array(calib["translation"]))
         box.rotate(Quaternion(calib["rotation"]).inverse)
-        reach = 0.5 * float(np.linalg.norm(box.wlh)) + 0.5
-        near = np.nonzero(np.sum((xyz.astype(np.float64) - box.center[:, None]) ** 2, axis=0) <= reach**2)[0]
+        reach = 0.5 * float(np.linalg.norm(box.wlh)) + 0.5  # beyond any corner, in any direction
+        near = np.nonzero(np.sum((xy - box.center[:2, None]) ** 2, axis=0) <= reach**2)[0]
         counts[k] = int(points_in_box(box, xyz[:, near]).sum())
     return counts
 

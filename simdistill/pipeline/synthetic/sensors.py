@@ -14,7 +14,7 @@ import numpy as np
 
 from simdistill.pipeline.geometry import box_corners, wrap_angle
 from simdistill.pipeline.synthetic.looks import body_frame, paint
-from simdistill.pipeline.synthetic.raycast import ground_intersect, ray_box_intersect
+from simdistill.pipeline.synthetic.raycast import ground_intersect, ray_box_distance
 from simdistill.pipeline.synthetic.rig import Camera, Lidar
 from simdistill.pipeline.synthetic.world import ROAD_EDGES, SIDEWALK_WIDTH, Road
 
@@ -27,12 +27,17 @@ IMAGE_NOISE = 2.0  # std of additive pixel noise (0..255)
 RANGE_NOISE = 0.015  # std of LiDAR range noise [m]
 NEAR_PLANE = 0.05  # [m]
 
-# Ground materials: RGB and LiDAR reflectivity.
-ASPHALT = (np.array([80.0, 80.0, 84.0]), 9.0)
-MARKING = (np.array([226.0, 226.0, 214.0]), 90.0)
-CENTRE_LINE = (np.array([222.0, 190.0, 70.0]), 80.0)
-SIDEWALK = (np.array([152.0, 150.0, 143.0]), 25.0)
-TERRAIN = (np.array([100.0, 118.0, 76.0]), 16.0)
+# Ground materials: RGB and LiDAR reflectivity, by index.
+GROUND: dict[str, tuple[tuple[float, float, float], float]] = {
+    "asphalt": ((80.0, 80.0, 84.0), 9.0),
+    "marking": ((226.0, 226.0, 214.0), 90.0),
+    "centre_line": ((222.0, 190.0, 70.0), 80.0),
+    "sidewalk": ((152.0, 150.0, 143.0), 25.0),
+    "terrain": ((100.0, 118.0, 76.0), 16.0),
+}
+ASPHALT, MARKING, CENTRE_LINE, SIDEWALK, TERRAIN = range(len(GROUND))
+GROUND_RGB = np.array([rgb for rgb, _ in GROUND.values()])  # [5, 3]
+GROUND_REFLECTIVITY = np.array([refl for _, refl in GROUND.values()])  # [5]
 
 DASHED_LINES = (-1.75, 5.25)  # lane separators, 3 m dashes every 9 m
 SOLID_LINES = (ROAD_EDGES[0] + 0.2, ROAD_EDGES[1] - 0.2)
@@ -57,14 +62,11 @@ class Boxes:
         """[N, 8, 3] corners in the global frame (any order: callers take extents only)."""
         return box_corners(np.concatenate([self.centers, self.lwh, self.yaws[:, None]], axis=1))
 
-    def surface(self, ids: np.ndarray, hits: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(RGB [P, 3], reflectivity [P]) where P rays hit bodies `ids` [P] at `hits` [P, 3] with `normals` [P, 3]."""
-        face, horizontal, up = body_frame(
-            hits, normals, centers=self.centers[ids], yaws=self.yaws[ids], lwh=self.lwh[ids]
-        )
-        return paint(
-            self.labels[ids], face, horizontal, up, colors=self.colors[ids], reflectivity=self.reflectivity[ids]
-        )
+    def surface(self, ids: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(RGB [P, 3], reflectivity [P], outward normals [P, 3]) where P rays hit bodies `ids` [P] at `hits` [P, 3]."""
+        surface = body_frame(hits, centers=self.centers[ids], yaws=self.yaws[ids], lwh=self.lwh[ids])
+        rgb, refl = paint(self.labels[ids], surface, colors=self.colors[ids], reflectivity=self.reflectivity[ids])
+        return rgb, refl, surface.normals
 
 
 @dataclass
@@ -73,25 +75,21 @@ class ZBuffer:
 
     depth: np.ndarray  # [R] distance along the ray (inf = no hit)
     ids: np.ndarray  # [R] int
-    normals: np.ndarray  # [R, 3] outward normal of the surface hit (global)
 
     @classmethod
     def over_ground(cls, origin: np.ndarray, rays: np.ndarray) -> ZBuffer:
         depth = ground_intersect(origin, rays)  # [R]
-        normals = np.zeros_like(rays)
-        normals[:, 2] = 1.0
-        return cls(depth=depth, ids=np.where(np.isfinite(depth), -1, -2), normals=normals)
+        return cls(depth=depth, ids=np.where(np.isfinite(depth), -1, -2))
 
     def add_body(self, boxes: Boxes, k: int, *, origin: np.ndarray, rays: np.ndarray, candidates: np.ndarray) -> int:
         """Intersect body k with the `candidates` [C] (flat ray indices) of `rays` [R, 3]; returns its hits."""
-        t, normal = ray_box_intersect(
+        t = ray_box_distance(
             origin, rays[candidates], center=boxes.centers[k], yaw=float(boxes.yaws[k]), half=boxes.lwh[k] / 2
         )
         closer = t < self.depth[candidates]
         chosen = candidates[closer]
         self.depth[chosen] = t[closer]
         self.ids[chosen] = k
-        self.normals[chosen] = normal[closer]
         return int(np.isfinite(t).sum())
 
 
@@ -104,35 +102,33 @@ def _cell_noise(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
     return ((h ^ (h >> 16)) & 0xFFFF).astype(np.float64) / 65536.0
 
 
-def ground_material(road: Road, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB [N, 3], LiDAR reflectivity [N]) of ground points: lanes, markings, sidewalks, terrain."""
+def _ground_materials(road: Road, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index [N] into GROUND, road coordinates s [N] and d [N]) of ground points."""
     s, d = road.frame(x, y)
-    color = np.empty((len(x), 3))
-    refl = np.empty(len(x))
-
-    def paint(mask: np.ndarray, material: tuple[np.ndarray, float]) -> None:
-        color[mask] = material[0]
-        refl[mask] = material[1]
-
     on_road = (d >= ROAD_EDGES[0]) & (d <= ROAD_EDGES[1])
     sidewalk = ~on_road & (d >= ROAD_EDGES[0] - SIDEWALK_WIDTH) & (d <= ROAD_EDGES[1] + SIDEWALK_WIDTH)
-    terrain = ~on_road & ~sidewalk
-    paint(on_road, ASPHALT)
-    paint(sidewalk, SIDEWALK)
-    paint(terrain, TERRAIN)
-    checker = ((np.floor(x / 4.0) + np.floor(y / 4.0)) % 2 == 0) & terrain
-    color[checker] *= 0.88
-    joints = sidewalk & ((s % 1.5) < 0.06)
-    color[joints] *= 0.75
-    for line in SOLID_LINES:
-        paint(on_road & (np.abs(d - line) < LINE_HALF_WIDTH), MARKING)
-    paint(on_road & (np.abs(d - 1.75) < LINE_HALF_WIDTH), CENTRE_LINE)
+    index = np.select([on_road, sidewalk], [ASPHALT, SIDEWALK], TERRAIN)
     dash = (s % 9.0) < 3.0
-    for line in DASHED_LINES:
-        paint(on_road & dash & (np.abs(d - line) < LINE_HALF_WIDTH), MARKING)
+    lines = [(line, MARKING, True) for line in SOLID_LINES] + [(1.75, CENTRE_LINE, True)]
+    lines += [(line, MARKING, dash) for line in DASHED_LINES]
+    for line, material, where in lines:
+        index[on_road & where & (np.abs(d - line) < LINE_HALF_WIDTH)] = material
+    return index, s, d
+
+
+def ground_reflectivity(road: Road, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """LiDAR reflectivity [N] of ground points [N] (x, y global)."""
+    return GROUND_REFLECTIVITY[_ground_materials(road, x, y)[0]]
+
+
+def ground_color(road: Road, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """RGB [N, 3] of ground points: lanes, markings, sidewalks (with joints), terrain (checkered), fine grain."""
+    index, s, _ = _ground_materials(road, x, y)
+    color = GROUND_RGB[index]  # [N, 3], a copy
+    color[(index == TERRAIN) & ((np.floor(x / 4.0) + np.floor(y / 4.0)) % 2 == 0)] *= 0.88
+    color[(index == SIDEWALK) & ((s % 1.5) < 0.06)] *= 0.75
     grain = _cell_noise(x, y, 0.4) - 0.5  # fine texture so that motion and perspective are visible
-    color *= (1.0 + 0.18 * grain)[:, None]
-    return color, refl
+    return color * (1.0 + 0.18 * grain)[:, None]
 
 
 @dataclass
@@ -179,12 +175,11 @@ def render_camera(
     image[sky] = SKY_HORIZON * (1.0 - elevation) + SKY_ZENITH * elevation
     ground = zbuf.ids == -1
     hits = origin + zbuf.depth[ground][:, None] * rays[ground]  # [G, 3]
-    color, _ = ground_material(road, hits[:, 0], hits[:, 1])
     haze = 1.0 - np.exp(-zbuf.depth[ground] / HAZE_DISTANCE)
-    image[ground] = color * (1.0 - haze[:, None]) + SKY_HORIZON * haze[:, None]
+    image[ground] = ground_color(road, hits[:, 0], hits[:, 1]) * (1.0 - haze[:, None]) + SKY_HORIZON * haze[:, None]
     objects = zbuf.ids >= 0
-    ids, normals = zbuf.ids[objects], zbuf.normals[objects]
-    color, _ = boxes.surface(ids, origin + zbuf.depth[objects][:, None] * rays[objects], normals)
+    ids = zbuf.ids[objects]
+    color, _, normals = boxes.surface(ids, origin + zbuf.depth[objects][:, None] * rays[objects])
     shade = AMBIENT + (1.0 - AMBIENT) * np.clip(normals @ SUN, 0.0, 1.0)
     image[objects] = color * shade[:, None]
     noise = IMAGE_NOISE * rng.standard_normal(size=(height, width, 3), dtype=np.float32)
@@ -228,13 +223,13 @@ def cast_lidar(
     depth, hit_ids, global_rays = zbuf.depth[keep], zbuf.ids[keep], rays[keep]
     ring = np.repeat(np.arange(beams), steps)[keep]
     xyz = lidar.rays.reshape(-1, 3)[keep] * (depth + noise[keep])[:, None]  # [P, 3] LiDAR frame
-    cos_inc = np.abs(np.sum(zbuf.normals[keep] * global_rays, axis=-1))
     hits = origin + depth[:, None] * global_rays  # [P, 3] true surface points (global)
-    refl = np.empty(len(hit_ids))
+    refl, normals = np.empty(len(hit_ids)), np.zeros((len(hit_ids), 3))
     on_ground = hit_ids < 0
-    _, refl[on_ground] = ground_material(road, hits[on_ground, 0], hits[on_ground, 1])
-    on_body = ~on_ground
-    _, refl[on_body] = boxes.surface(hit_ids[on_body], hits[on_body], zbuf.normals[keep][on_body])
+    refl[on_ground] = ground_reflectivity(road, hits[on_ground, 0], hits[on_ground, 1])
+    normals[on_ground, 2] = 1.0
+    _, refl[~on_ground], normals[~on_ground] = boxes.surface(hit_ids[~on_ground], hits[~on_ground])
+    cos_inc = np.abs(np.sum(normals * global_rays, axis=-1))
     intensity = np.clip(np.rint(refl * (0.35 + 0.65 * cos_inc) + rng.normal(0.0, 2.0, size=len(refl))), 0, 255)
     points = np.concatenate([xyz, intensity[:, None], ring[:, None]], axis=1).astype(np.float32)
     return LidarSweep(points=points, hit_ids=hit_ids)
