@@ -88,3 +88,17 @@ def test_front_and_back_look_different_where_nuscenes_scores_heading(class_name:
         assert changed.sum() >= 25, changed.sum()
         if class_name != "pedestrian":  # lamps and reflectors; skin and hair reflect alike
             assert intensity_gap > 5.0, intensity_gap
+
+
+def test_feature_heights_scale_with_the_network_input(tiny_world: Path) -> None:
+    from simdistill.config import AugmentConfig
+    from simdistill.pipeline.synthetic.stats import feature_heights
+
+    full = AugmentConfig(final_height=112, final_width=200, resize_lim=(1.0, 1.0))  # the raw image, uncropped
+    half = AugmentConfig(final_height=56, final_width=100, resize_lim=(0.5, 0.5))
+    a = feature_heights(tiny_world, "v1.0-mini", "mini_val", full, feature_stride=8)
+    b = feature_heights(tiny_world, "v1.0-mini", "mini_val", half, feature_stride=4)
+    assert set(a) == set(CLASS_NAMES) and sum(len(h) for h in a.values()) > 20
+    for name in CLASS_NAMES:
+        assert len(a[name]) == len(b[name]) and np.allclose(a[name], b[name])  # half the pixels, half the stride
+        assert (a[name] > 0).all()
