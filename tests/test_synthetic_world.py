@@ -17,7 +17,7 @@ from nuscenes.eval.common.config import config_factory  # noqa: E402
 from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_gt  # noqa: E402
 from nuscenes.eval.detection.data_classes import DetectionBox  # noqa: E402
 from nuscenes.eval.detection.utils import category_to_detection_name, detection_name_to_rel_attributes  # noqa: E402
-from nuscenes.utils.data_classes import Box, LidarPointCloud  # noqa: E402
+from nuscenes.utils.data_classes import LidarPointCloud  # noqa: E402
 from nuscenes.utils.geometry_utils import BoxVisibility, points_in_box, view_points  # noqa: E402
 from nuscenes.utils.splits import create_splits_scenes  # noqa: E402
 from pyquaternion import Quaternion  # noqa: E402
@@ -190,9 +190,10 @@ def _painted_colour(nusc: NuScenes, cam_token: str, ann: dict, uv: tuple[int, in
     t = ray_box_distance(origin, ray[None], center=center, yaw=yaw, half=lwh / 2)
     if not np.isfinite(t[0]):
         return None
+    base = instance_color(name, ann["instance_token"])
     body = Boxes(
-        centers=center[None], yaws=np.array([yaw]), lwh=lwh[None], colors=instance_color(name, ann["instance_token"])[None],
-        reflectivity=np.zeros(1), labels=np.array([CLASS_NAMES.index(name)]),
+        centers=center[None], yaws=np.array([yaw]), lwh=lwh[None], colors=base[None], reflectivity=np.zeros(1),
+        labels=np.array([CLASS_NAMES.index(name)]),
     )  # fmt: skip
     color, _, normal = body.surface(np.zeros(1, dtype=int), origin + t[:, None] * ray)
     return color[0] * (AMBIENT + (1.0 - AMBIENT) * max(0.0, float(normal[0] @ SUN)))  # the renderer's shading
@@ -227,7 +228,7 @@ def test_trainval_world_uses_devkit_train_val_names(tmp_path: Path) -> None:
     assert len(summary.scenes["train"]) == 1 and set(summary.scenes["train"]) <= set(splits["train"])
     assert summary.n_samples == 6 and summary.n_annotations == 6 * MICRO["objects_per_scene"]
     assert sum(summary.class_counts.values()) == summary.n_annotations and summary.mean_lidar_points > 0
-    assert "v1.0-trainval" in summary.to_text()
+    assert "v1.0-trainval" in summary.to_text() and summary.n_sweeps == 0
     nusc = NuScenes(version="v1.0-trainval", dataroot=str(tmp_path / "tv"), verbose=False)
     assert sorted(s["name"] for s in nusc.scene) == sorted(summary.scenes["train"] + summary.scenes["val"])
     assert len(load_gt(nusc, "val", DetectionBox).sample_tokens) == 4
@@ -247,7 +248,7 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path: Path
     make_demo_data(tmp_path / "a", world, progress=False)
     make_demo_data(tmp_path / "b", world, progress=False)
     make_demo_data(tmp_path / "c", WorldConfig(seed=12, **MICRO), progress=False)
-    patterns = ("v1.0-mini/*.json", "samples/LIDAR_TOP/*.bin", "sweeps/LIDAR_TOP/*.bin", "samples/CAM_*/*.jpg", "maps/*.png")
+    patterns = ("v1.0-mini/*.json", "samples/*/*.*", "sweeps/LIDAR_TOP/*.bin", "maps/*.png")
     for pattern in patterns:
         a, b = _digest(tmp_path / "a", pattern), _digest(tmp_path / "b", pattern)
         assert a and a == b, pattern

@@ -42,6 +42,7 @@ class WorldSummary:
     n_annotations: int
     class_counts: dict[str, int] = field(default_factory=dict)  # detection class -> annotations
     mean_lidar_points: float = 0.0  # per key frame
+    n_sweeps: int = 0  # non-key-frame LiDAR sweeps
     seconds: float = 0.0
 
     def to_text(self) -> str:
@@ -50,7 +51,7 @@ class WorldSummary:
             lines.append(f"  {split}: {len(names)} scenes ({', '.join(names)})")
         lines.append(
             f"  {self.n_samples} key frames, {self.n_annotations} annotations, "
-            f"{self.mean_lidar_points:.0f} LiDAR points per key frame"
+            f"{self.mean_lidar_points:.0f} LiDAR points per key frame, {self.n_sweeps} LiDAR sweeps between them"
         )
         lines.append("  annotations per class: " + ", ".join(f"{c} {n}" for c, n in self.class_counts.items()))
         return "\n".join(lines)
@@ -220,6 +221,11 @@ def plan_world(world: WorldConfig) -> WorldPlan:
     return WorldPlan(splits=splits, classes=classes, layouts=layouts, map_size=map_size, render_rngs=render_rngs)
 
 
+def sweeps_between(world: WorldConfig) -> int:
+    """Non-key-frame LiDAR sweeps between two key frames."""
+    return world.lidar_hz // round(1.0 / SAMPLE_PERIOD_S) - 1
+
+
 def make_demo_data(out_dir: Path | str, world: WorldConfig, *, progress: bool = True) -> WorldSummary:
     """Generate the synthetic nuScenes world described by `world` under `out_dir` (see module doc)."""
     start = time.perf_counter()
@@ -239,12 +245,11 @@ def make_demo_data(out_dir: Path | str, world: WorldConfig, *, progress: bool = 
     tables = Tables(world.seed)
     for folder in [f"samples/{channel}" for channel in CHANNELS] + [f"sweeps/{LIDAR_CHANNEL}"]:
         (root / folder).mkdir(parents=True, exist_ok=True)
-    between = world.lidar_hz // round(1.0 / SAMPLE_PERIOD_S) - 1
     lidar_points = 0
     with _Progress(progress, world.scenes * world.samples_per_scene) as bar:
         for i, (layout, name) in enumerate(zip(plan.layouts, plan.names, strict=True)):
             lidar_points += write_scene(
-                root, tables, rig, layout, scene=i, name=name, between=between, rng=plan.render_rngs[i],
+                root, tables, rig, layout, scene=i, name=name, between=sweeps_between(world), rng=plan.render_rngs[i],
                 on_sample=bar.advance,
             )  # fmt: skip
     filename = f"maps/{tables.token('map', 0)}.png"
@@ -263,5 +268,6 @@ def make_demo_data(out_dir: Path | str, world: WorldConfig, *, progress: bool = 
         n_annotations=len(tables.records["sample_annotation"]),
         class_counts=class_counts,
         mean_lidar_points=lidar_points / n_samples,
+        n_sweeps=world.scenes * (world.samples_per_scene - 1) * sweeps_between(world),
         seconds=time.perf_counter() - start,
     )
