@@ -17,17 +17,17 @@ import torch
 # Skipped where the mmdet3d extra is not installed (mmdet3d.structures also needs mmcv's compiled ops).
 pytest.importorskip("mmdet3d.structures")
 
+from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides  # noqa: E402
 from simdistill.cli import app  # noqa: E402
 from simdistill.errors import CheckpointError, ConfigError  # noqa: E402
 from simdistill.feature_store import open_store  # noqa: E402
 from simdistill.pipeline.augment import ViewBuilder  # noqa: E402
+from simdistill.pipeline.sources import open_data_source  # noqa: E402
 from simdistill.student_train.distill_step import arrays_needed  # noqa: E402
 from simdistill.student_train.target_sources import OnlineTeacher, StoreTargets  # noqa: E402
 from simdistill.student_train.view_plan import build_inputs  # noqa: E402
-from simdistill.pipeline.sources import open_data_source  # noqa: E402
 
 FP16_RTOL = 2.0**-11
 FP16_ATOL = 2.0**-25
