@@ -80,6 +80,37 @@ def targets(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[tuple[st
     return out
 
 
+TERMS = ("gt", "depth", "imd", "cmd", "mmd_f", "mmd_p")
+
+
+def _log(r: dict[str, Any]) -> list[dict[str, Any]]:
+    path = Path(r["run_dir"]) / "train_log.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def diagnostics(records: list[dict[str, Any]]) -> list[str]:
+    """Train-time diagnostics of baseline and full SimDistill (never val): each term's gradient norm on the
+    shared image/lift parameters and each loss term, averaged over the first, middle and last fifth of a run."""
+    lines = ["", "Train-time diagnostics (from train_log.jsonl; gradient norms of each term alone on the "
+             "backbone + lift parameters, logged every `grad_norms_every` steps; mean per fifth of the run):", "",
+             "| row | seed | steps | " + " | ".join(f"‖∇{t}‖" for t in TERMS) + " | "
+             + " | ".join(TERMS) + " |", "|---|---:|---|" + "---:|" * (2 * len(TERMS))]
+    for r in sorted(_pick(records, BASELINE) + _pick(records, FULL), key=lambda r: (r["label"], r["seed"])):
+        log = _log(r)
+        if not log:
+            continue
+        n = len(log)
+        for name, part in (("first 1/5", log[: n // 5]), ("middle 1/5", log[2 * n // 5: 3 * n // 5]),
+                           ("last 1/5", log[4 * n // 5:])):
+            def mean(key: str) -> str:
+                vals = [x[key] for x in part if key in x]
+                return f"{statistics.fmean(vals):.3g}" if vals and any(vals) else "-"
+            lines.append(f"| {r['label']} | {r['seed']} | {name} | "
+                         + " | ".join(mean(f"grad_norm/{t}") for t in TERMS) + " | "
+                         + " | ".join(mean(t) for t in TERMS) + " |")
+    return lines
+
+
 def _table(records: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
     lines = ["| row | seed | mAP | NDS | car AP | mATE | mAOE | mAVE | steps | wall [min] | peak RSS [MB] |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -124,6 +155,7 @@ def write(records: list[dict[str, Any]], teacher: dict[str, Any], *, command: st
         fig["pilot_go"] = go
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'-' if ok is None else 'yes' if ok else 'no'} |" for t, m, ok in rows]
+    lines += diagnostics(records)
     lines += ["", "Paper (real nuScenes val, for orientation only — not our numbers): teacher BEVFusion 68.5 mAP / "
               "71.4 NDS; BEVFusion-C 35.5 / 41.2; SimDistill 40.4 / 45.3 (+14 % relative mAP, +4.1 NDS)."]
     fig["targets"] = [{"target": t, "measured": m, "met": ok} for t, m, ok in rows]
