@@ -7,8 +7,10 @@
 
 Two ways to run the tasks:
 - `scheduler=None`: each batch is one `dask.delayed` task, computed by Dask's synchronous scheduler
-  on a local pool of 2 read-ahead threads in this process that share one open reader (zarr's reads
-  release the GIL while decompressing). Chosen by measurement on a demo-size store (64 views,
+  on a local pool of `threads` read-ahead threads (`student_train.loader_threads`, default 2) in this process
+  that share one open reader (zarr's reads release the GIL while decompressing; each batch's chunks decode in
+  parallel on zarr's own thread pool, so more threads keep more chunks decoding at once: keep `prefetch` >=
+  `threads`, or some threads wait). Chosen by measurement on a demo-size store (64 views,
   batches of 4 views × all six float16 arrays, 2 CPU cores shared with other jobs):
       direct synchronous reads                         48.6 ms/batch
       thread pool, one plain call per batch            37.3 ms/batch
@@ -44,7 +46,7 @@ from simdistill.errors import StoreError
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
 from simdistill.feature_store.storage import applied_storage_options, use_storage_options
 
-LOCAL_THREADS = 2
+LOCAL_THREADS = 2  # default read-ahead threads (student_train.loader_threads)
 
 _WORKER_READERS: dict[str, FeatureStoreReader] = {}
 _WORKER_LOCK = threading.Lock()
@@ -80,9 +82,12 @@ class TargetPrefetcher:
         batches: Iterable[Sequence[int]],
         prefetch: int = 2,
         scheduler: str | None = None,
+        threads: int = LOCAL_THREADS,
     ) -> None:
         if prefetch < 1:
             raise StoreError(f"prefetch must be >= 1 batch, got {prefetch}; set student_train.prefetch_batches")
+        if threads < 1:
+            raise StoreError(f"threads must be >= 1, got {threads}; set student_train.loader_threads")
         self.url = str(url)
         self.arrays = list(arrays)
         self.prefetch = prefetch
@@ -92,7 +97,7 @@ class TargetPrefetcher:
         self._client = None
         self._pool: ThreadPoolExecutor | None = None
         if scheduler is None:
-            self._pool = ThreadPoolExecutor(max_workers=LOCAL_THREADS, thread_name_prefix="simdistill-prefetch")
+            self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simdistill-prefetch")
         else:
             from simdistill.cluster import connect
 
