@@ -29,18 +29,23 @@ QUANTIZED = ["cam_bev", "lidar_bev", "fused_bev", "heatmap"]
 BATCHES = [[3, 0], [5, 1], [4, 2], [2, 2]]
 
 
-@pytest.mark.parametrize("bits", [1, 4, 8, 12, 16])
-def test_quantize_planes_stays_within_its_bound(bits: int) -> None:
+@pytest.mark.parametrize(("bits", "rel_step"), [(1, 0.0), (4, 0.0), (8, 0.0), (12, 0.0), (16, 0.0), (4, 0.05),
+                                              (8, 0.01), (16, 0.001)])
+def test_quantize_planes_stays_within_its_bound(bits: int, rel_step: float) -> None:
     rng = np.random.default_rng(bits)
     x = (rng.standard_normal((3, 5, 7, 9)) * rng.uniform(0.01, 100, size=(3, 5, 1, 1))).astype(np.float16)
     x[0, 0] = np.maximum(x[0, 0], 0)  # a ReLU plane: its zeros must stay exact
-    codes, scale, zero = quantize_planes(x, bits)
+    codes, scale, zero = quantize_planes(x, bits, rel_step)
     assert codes.dtype == (np.uint8 if bits <= 8 else np.uint16) and codes.shape == x.shape
     assert int(codes.max()) <= (1 << bits) - 1 and scale.shape == zero.shape == (15,)
     got = dequantize_planes(codes, scale, zero, np.float16).astype(np.float64)
     err = np.abs(got - x.astype(np.float64)).reshape(15, -1).max(axis=1)
-    assert np.all(err <= quantize_error_bound(x, bits))
+    assert np.all(err <= quantize_error_bound(x, bits, rel_step))
     assert np.all(got[0, 0][x[0, 0] == 0] == 0)
+    if rel_step:  # one step for every plane whose range fits the codes at that step
+        rms = np.sqrt(np.mean(x.astype(np.float64) ** 2))
+        assert np.all(scale >= np.float32(rel_step * rms) * (1 - 1e-6))
+        assert np.sum(np.isclose(scale, rel_step * rms, rtol=1e-6)) >= 1
 
 
 def test_quantize_planes_constant_and_signed_planes_decode_exactly() -> None:
@@ -55,8 +60,10 @@ def test_quantize_planes_constant_and_signed_planes_decode_exactly() -> None:
         quantize_planes(np.array([[np.nan, 1.0]], np.float32), 8)
 
 
-def test_quantized_store_decodes_within_bound_and_records_mode(tmp_path: Path) -> None:
-    cfg = tiny_cfg("store_format.quantize_bits=6", f"store_format.quantize_arrays=[{', '.join(QUANTIZED)}]")
+@pytest.mark.parametrize(("bits", "step"), [(6, 0.0), (12, 0.05)])
+def test_quantized_store_decodes_within_bound_and_records_mode(tmp_path: Path, bits: int, step: float) -> None:
+    cfg = tiny_cfg(f"store_format.quantize_bits={bits}", f"store_format.quantize_step={step}",
+                   f"store_format.quantize_arrays=[{', '.join(QUANTIZED)}]")
     url = tmp_path / "q.zarr"
     tvs = write_store(url, cfg)
     reader = open_store(url, expect=cfg)
@@ -64,9 +71,9 @@ def test_quantized_store_decodes_within_bound_and_records_mode(tmp_path: Path) -
     for v, tv in enumerate(tvs):
         got, want = reader.read_view(v), expected_stored(tv, cfg)
         for name in QUANTIZED:
-            planes = want[name].reshape(-1, *want[name].shape[-2:])
-            err = np.abs(got[name] - want[name]).reshape(len(planes), -1).max(axis=1)
-            assert np.all(err <= quantize_error_bound(planes, 6)), name
+            n_planes = int(np.prod(want[name].shape[:-2]))
+            err = np.abs(got[name] - want[name]).reshape(n_planes, -1).max(axis=1)
+            assert np.all(err <= quantize_error_bound(want[name], bits, step)), name
             assert np.any(err > 0), name  # it really is lossy
             assert np.all(got[name][want[name] == 0] == 0) or name != "lidar_bev"  # masked cells stay zero
         for name in ("boxes", "fg_mask", "aug"):
@@ -74,10 +81,10 @@ def test_quantized_store_decodes_within_bound_and_records_mode(tmp_path: Path) -
         online = stored_values(tv, sizes=sizes, store_format=cfg.store_format)  # the online "store" encoding
         for name in online:
             np.testing.assert_array_equal(online[name], got[name], err_msg=name)
-    mode = f"lossy:quantize bits=6 per plane on [{', '.join(QUANTIZED)}]"
-    assert reader.attrs["codecs"]["mode"] == mode and reader.attrs["codecs"]["quantize"]["bits"] == 6
+    mode = f"lossy:quantize bits={bits}{f' step={step:g}*rms' if step else ''} per plane on [{', '.join(QUANTIZED)}]"
+    assert reader.attrs["codecs"]["mode"] == mode and reader.attrs["codecs"]["quantize"]["bits"] == bits
     meta = json.loads((url / "cam_bev" / "zarr.json").read_text())
-    assert meta["codecs"][0] == {"name": QUANTIZE_CODEC, "configuration": {"bits": 6}}
+    assert meta["codecs"][0] == {"name": QUANTIZE_CODEC, "configuration": {"bits": bits, "rel_step": step}}
     assert meta["data_type"] == "float16"
     lossless = tmp_path / "lossless.zarr"
     write_store(lossless, tiny_cfg())
@@ -89,6 +96,7 @@ def test_quantized_store_decodes_within_bound_and_records_mode(tmp_path: Path) -
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["store_format.quantize_bits=17"], "quantize_bits must be 0 .off. or 1..16, got 17"),
+    (["store_format.quantize_bits=8", "store_format.quantize_step=-0.1"], "quantize_step must be >= 0"),
     (["store_format.quantize_bits=8", "store_format.quantize_arrays=[cam_bev, aug]"], "names 'aug'"),
     (["store_format.quantize_bits=8", "store_format.lossy=true"], "'cam_bev' is in both lossy_arrays and quantize"),
 ])

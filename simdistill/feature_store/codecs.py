@@ -14,9 +14,12 @@ we create or open such arrays (`quiet_numcodecs_warning`).
 
 Quantised mode (`store_format.quantize_bits` > 0 on `quantize_arrays`) replaces the float16 serialiser of those
 arrays with `PlaneQuantizeCodec`: every H×W plane of a chunk (a channel of one view) becomes unsigned integer
-codes `q` with its own scale and zero point, x ≈ scale · (q − zero), so the maximum error of a plane is half its
-step, (max − min) / (2 (2^bits − 1)), plus float16 rounding of the decoded value. Exact zeros (ReLU features, the
-masked LiDAR BEV) stay exactly zero. The codec is registered with zarr under `QUANTIZE_CODEC` when this module is
+codes `q` with its own step (scale) and zero point, x ≈ scale · (q − zero), so the maximum error of a plane is
+half its step plus float16 rounding of the decoded value. Exact zeros (ReLU features, the masked LiDAR BEV) stay
+exactly zero. The step: with `quantize_step` 0, each plane's range in 2^bits − 1 steps; with `quantize_step` s > 0,
+one step for every plane of the view, s × the view's RMS (an MSE over all channels loses least for a given size
+when every channel gets the same error: reverse water-filling), widened only for a plane whose range would
+overflow the codes. The codec is registered with zarr under `QUANTIZE_CODEC` when this module is
 imported (every reader and writer of the package imports it), and every array's zarr.json names it, so a store
 decodes the way it was written; the store's `codecs` attribute records the mode too.
 """
@@ -78,6 +81,9 @@ def quantized_arrays(store_cfg: StoreFormatConfig) -> list[str]:
         raise ConfigError(f"store_format.quantize_bits must be 0 (off) or 1..{MAX_QUANTIZE_BITS}, got {bits}")
     if bits == 0:
         return []
+    if not 0.0 <= store_cfg.quantize_step < float("inf"):
+        raise ConfigError(f"store_format.quantize_step must be >= 0 (0 = each plane's own range), got "
+                          f"{store_cfg.quantize_step}")
     for name in store_cfg.quantize_arrays:
         if name not in FEATURE_ARRAYS:
             raise ConfigError(f"store_format.quantize_arrays names '{name}', which is not a float16 store array; "
@@ -95,7 +101,8 @@ def codec_mode(store_cfg: StoreFormatConfig) -> str:
     if arrays := lossy_arrays(store_cfg):
         parts.append(f"lossy:bitround keepbits={store_cfg.lossy_keepbits} on [{', '.join(arrays)}]")
     if arrays := quantized_arrays(store_cfg):
-        parts.append(f"lossy:quantize bits={store_cfg.quantize_bits} per plane on [{', '.join(arrays)}]")
+        step = f" step={store_cfg.quantize_step:g}*rms" if store_cfg.quantize_step else ""
+        parts.append(f"lossy:quantize bits={store_cfg.quantize_bits}{step} per plane on [{', '.join(arrays)}]")
     return "; ".join(parts) or "lossless"
 
 
@@ -123,7 +130,7 @@ def array_codecs(name: str, store_cfg: StoreFormatConfig) -> dict[str, Any]:
     if name in lossy_arrays(store_cfg):
         filters.append(BitRound(keepbits=store_cfg.lossy_keepbits))
     if name in quantized_arrays(store_cfg):
-        serializer = PlaneQuantizeCodec(bits=store_cfg.quantize_bits)
+        serializer = PlaneQuantizeCodec(bits=store_cfg.quantize_bits, rel_step=store_cfg.quantize_step)
         itemsize = serializer.code_dtype.itemsize  # the codes are what blosc sees
     shuffle = "noshuffle"
     if store_cfg.shuffle:  # bytes of multi-byte values; bits of one-byte codes (their high bits are mostly 0)
@@ -141,7 +148,8 @@ def codecs_attr(store_cfg: StoreFormatConfig) -> dict[str, Any]:
     return {
         "mode": codec_mode(store_cfg),
         "values": "float16",
-        "quantize": {"bits": store_cfg.quantize_bits, "arrays": quantized_arrays(store_cfg),
+        "quantize": {"bits": store_cfg.quantize_bits, "step": store_cfg.quantize_step,
+                     "arrays": quantized_arrays(store_cfg),
                      "scheme": "per H×W plane: x = scale * (q - zero), codes uint8 (<= 8 bits) or uint16",
                      "codec": QUANTIZE_CODEC} if quantized_arrays(store_cfg) else None,
         "compressor": f"blosc zstd level {store_cfg.zstd_level}",
@@ -166,18 +174,31 @@ def quiet_numcodecs_warning() -> Iterator[None]:
 # Per-plane quantisation (store_format.quantize_bits)
 
 
-def quantize_planes(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _planes(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-2] * x.shape[-1])  # [n, H*W]
+
+
+def plane_steps(x: np.ndarray, bits: int, rel_step: float = 0.0) -> np.ndarray:
+    """[n] quantisation step of each H×W plane of x [..., H, W] (float32-exact, > 0): the plane's range in
+    2^bits − 1 steps, or (rel_step > 0) rel_step × RMS(x) for every plane, widened where the codes would overflow."""
+    planes = _planes(x)
+    lo, hi = planes.min(axis=1), planes.max(axis=1)
+    step = (hi - lo) / ((1 << bits) - 1)  # the finest step whose codes still fit
+    if rel_step > 0:
+        step = np.maximum(step, rel_step * float(np.sqrt(np.mean(planes**2))))
+    flat = np.where(hi != 0, np.abs(hi), 1.0)  # a constant plane: step = |value| (or 1), decoded exactly
+    return np.where(step > 0, step, flat).astype(np.float32).astype(np.float64)
+
+
+def quantize_planes(x: np.ndarray, bits: int, rel_step: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x [..., H, W] (finite) → (codes [..., H, W] uint8 or uint16, scale [n] float32, zero [n] int32), one
-    (scale, zero) per H×W plane (n = x.size / (H·W)); decode with `dequantize_planes`."""
+    (scale, zero) per H×W plane (n = x.size / (H·W); steps from `plane_steps`); decode with `dequantize_planes`."""
     if not np.all(np.isfinite(x)):
         raise ValueError("quantisation needs finite values (NaN or inf found)")
-    qmax = (1 << bits) - 1
-    planes = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-2] * x.shape[-1])  # [n, H*W]
-    lo, hi = planes.min(axis=1), planes.max(axis=1)
-    flat = np.where(hi != 0, np.abs(hi), 1.0)  # a constant plane: step = |value| (or 1), decoded exactly
-    scale = np.where(hi > lo, (hi - lo) / qmax, flat).astype(np.float32).astype(np.float64)
-    zero = np.rint(-lo / scale)  # q == zero decodes to exactly 0 (0 in [lo, hi] gives zero in [0, qmax])
-    q = np.clip(np.rint(planes / scale[:, None]) + zero[:, None], 0, qmax)
+    planes = _planes(x)
+    scale = plane_steps(x, bits, rel_step)
+    zero = np.rint(-planes.min(axis=1) / scale)  # q == zero decodes to exactly 0 (0 in [lo, hi]: zero in [0, qmax])
+    q = np.clip(np.rint(planes / scale[:, None]) + zero[:, None], 0, (1 << bits) - 1)
     dtype = np.uint8 if bits <= 8 else np.uint16
     return q.astype(dtype).reshape(x.shape), scale.astype(np.float32), zero.astype(np.int32)
 
@@ -188,17 +209,16 @@ def dequantize_planes(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, dt
     return (planes.astype(np.float32) * scale[:, None]).astype(dtype).reshape(codes.shape)
 
 
-def quantize_error_bound(x: np.ndarray, bits: int) -> np.ndarray:
+def quantize_error_bound(x: np.ndarray, bits: int, rel_step: float = 0.0) -> np.ndarray:
     """[n] per-plane bound on |decoded − x| for float16 output: half a step plus float16 rounding."""
-    planes = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-2] * x.shape[-1])
-    lo, hi = planes.min(axis=1), planes.max(axis=1)
-    step = (hi - lo) / ((1 << bits) - 1)
-    return step / 2 * (1 + 1e-6) + np.maximum(np.abs(lo), np.abs(hi)) * 2.0**-11
+    planes = _planes(x)
+    peak = np.maximum(np.abs(planes.min(axis=1)), np.abs(planes.max(axis=1)))
+    return plane_steps(x, bits, rel_step) / 2 * (1 + 1e-6) + peak * 2.0**-11
 
 
-def quantize_roundtrip(x: np.ndarray, bits: int) -> np.ndarray:
+def quantize_roundtrip(x: np.ndarray, bits: int, rel_step: float = 0.0) -> np.ndarray:
     """What a quantised array gives back for `x` [..., H, W] (the codec's encode then decode), as float16."""
-    return dequantize_planes(*quantize_planes(x, bits), np.float16)
+    return dequantize_planes(*quantize_planes(x, bits, rel_step), np.float16)
 
 
 @dataclass(frozen=True)
@@ -210,11 +230,15 @@ class PlaneQuantizeCodec(ArrayBytesCodec):
 
     is_fixed_size = False
     bits: int
+    rel_step: float  # 0: each plane's range in 2^bits - 1 steps; > 0: this × the chunk's RMS for every plane
 
-    def __init__(self, *, bits: int) -> None:
+    def __init__(self, *, bits: int, rel_step: float = 0.0) -> None:
         if not 1 <= int(bits) <= MAX_QUANTIZE_BITS:
             raise ValueError(f"{QUANTIZE_CODEC}: bits must be in 1..{MAX_QUANTIZE_BITS}, got {bits}")
+        if not 0.0 <= float(rel_step) < float("inf"):
+            raise ValueError(f"{QUANTIZE_CODEC}: rel_step must be >= 0, got {rel_step}")
         object.__setattr__(self, "bits", int(bits))
+        object.__setattr__(self, "rel_step", float(rel_step))
 
     @property
     def code_dtype(self) -> np.dtype:
@@ -226,10 +250,10 @@ class PlaneQuantizeCodec(ArrayBytesCodec):
         return cls(**conf)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": QUANTIZE_CODEC, "configuration": {"bits": self.bits}}
+        return {"name": QUANTIZE_CODEC, "configuration": {"bits": self.bits, "rel_step": self.rel_step}}
 
     def _encode(self, chunk: NDBuffer, spec: ZarrArraySpec) -> Buffer:
-        codes, scale, zero = quantize_planes(chunk.as_numpy_array(), self.bits)
+        codes, scale, zero = quantize_planes(chunk.as_numpy_array(), self.bits, self.rel_step)
         raw = scale.astype("<f4").tobytes() + zero.astype("<i4").tobytes() + codes.astype(self.code_dtype).tobytes()
         return spec.prototype.buffer.from_bytes(raw)
 

@@ -148,6 +148,6 @@ def stored_values(view: TeacherView, *, sizes: dict[str, int], store_format: Sto
         if name in lossy:
             x = BitRound(keepbits=lossy[name]).decode(BitRound(keepbits=lossy[name]).encode(x)).reshape(x.shape)
         if name in quantized:
-            x = quantize_roundtrip(x, store_format.quantize_bits)  # the planes of one view's chunk
+            x = quantize_roundtrip(x, store_format.quantize_bits, store_format.quantize_step)  # the planes of one view's chunk
         out[name] = np.asarray(x, dtype=np.float16).astype(np.float32)
     return out
