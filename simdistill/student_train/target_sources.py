@@ -23,7 +23,7 @@ from simdistill.feature_store.schema import dim_sizes
 from simdistill.teacher_export.teacher_loader import load_teacher
 from simdistill.teacher_export.view_arrays import teacher_view_arrays
 
-MEMORY_READ_VIEWS = 16  # views per read while loader=memory fills RAM
+MEMORY_READ_VIEWS = 4  # views per read while loader=memory fills RAM (bounds the float32 temporaries)
 
 
 class NoTargets:
@@ -101,7 +101,7 @@ class StoreTargets:
             reader = open_store(self.url, arrays=self.arrays)
             stored = {name: np.dtype(reader.array(name).dtype) for name in self.arrays}
             parts: dict[str, list[np.ndarray]] = {name: [] for name in self.arrays}
-            for start in range(0, reader.n_views, MEMORY_READ_VIEWS):  # bounded float32 temporaries
+            for start in range(0, reader.n_views, MEMORY_READ_VIEWS):
                 got = reader.read_views(list(range(start, min(start + MEMORY_READ_VIEWS, reader.n_views))), self.arrays)
                 for name, x in got.items():
                     parts[name].append(x.astype(stored[name]))  # float32 back to float16: exact
