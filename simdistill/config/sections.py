@@ -262,8 +262,9 @@ class StoreFormatConfig:
     # Per-plane integer quantisation (codecs.PlaneQuantizeCodec): 0 = off; else every H×W plane of quantize_arrays
     # is stored as `quantize_bits`-bit codes with its own scale and zero point (error <= half a step).
     quantize_bits: int = 0
-    # The step: 0 = each plane's range / (2^bits - 1); > 0 = this × the view's RMS for every plane of the array
-    # (equal error per channel; widened only where a plane's codes would overflow quantize_bits).
+    # The step: 0 = each plane's range / (2^bits - 1); > 0 = this × the std of the view's array, for every plane
+    # (equal error per channel: adds ~step²/12 of the variance to an MSE; widened only where a plane's codes would
+    # overflow quantize_bits, so use 16 bits with it).
     quantize_step: float = 0.0
     quantize_arrays: tuple[str, ...] = ("cam_bev", "fused_bev", "heatmap")
 

@@ -17,9 +17,11 @@ arrays with `PlaneQuantizeCodec`: every H×W plane of a chunk (a channel of one 
 codes `q` with its own step (scale) and zero point, x ≈ scale · (q − zero), so the maximum error of a plane is
 half its step plus float16 rounding of the decoded value. Exact zeros (ReLU features, the masked LiDAR BEV) stay
 exactly zero. The step: with `quantize_step` 0, each plane's range in 2^bits − 1 steps; with `quantize_step` s > 0,
-one step for every plane of the view, s × the view's RMS (an MSE over all channels loses least for a given size
-when every channel gets the same error: reverse water-filling), widened only for a plane whose range would
-overflow the codes. The codec is registered with zarr under `QUANTIZE_CODEC` when this module is
+one step for every plane of the view, s × the standard deviation of the view's array (an MSE over all channels
+loses least for a given size when every channel gets the same error: reverse water-filling), widened only for a
+plane whose range would overflow the codes. Uniform error of step Δ adds about Δ²/12 to an MSE, so s = 0.02 adds
+3.3e-5 of the array's variance. Codes go to blosc without shuffling (one-byte codes) or byte-shuffled (uint16):
+measured smaller than bit-shuffling on a trained paper-size teacher's views (benchmarks/results/store_paper.md). The codec is registered with zarr under `QUANTIZE_CODEC` when this module is
 imported (every reader and writer of the package imports it), and every array's zarr.json names it, so a store
 decodes the way it was written; the store's `codecs` attribute records the mode too.
 """
@@ -101,7 +103,7 @@ def codec_mode(store_cfg: StoreFormatConfig) -> str:
     if arrays := lossy_arrays(store_cfg):
         parts.append(f"lossy:bitround keepbits={store_cfg.lossy_keepbits} on [{', '.join(arrays)}]")
     if arrays := quantized_arrays(store_cfg):
-        step = f" step={store_cfg.quantize_step:g}*rms" if store_cfg.quantize_step else ""
+        step = f" step={store_cfg.quantize_step:g}*std" if store_cfg.quantize_step else ""
         parts.append(f"lossy:quantize bits={store_cfg.quantize_bits}{step} per plane on [{', '.join(arrays)}]")
     return "; ".join(parts) or "lossless"
 
@@ -132,9 +134,7 @@ def array_codecs(name: str, store_cfg: StoreFormatConfig) -> dict[str, Any]:
     if name in quantized_arrays(store_cfg):
         serializer = PlaneQuantizeCodec(bits=store_cfg.quantize_bits, rel_step=store_cfg.quantize_step)
         itemsize = serializer.code_dtype.itemsize  # the codes are what blosc sees
-    shuffle = "noshuffle"
-    if store_cfg.shuffle:  # bytes of multi-byte values; bits of one-byte codes (their high bits are mostly 0)
-        shuffle = "shuffle" if itemsize > 1 else "bitshuffle" if name in quantized_arrays(store_cfg) else shuffle
+    shuffle = "shuffle" if store_cfg.shuffle and itemsize > 1 else "noshuffle"
     compressors = [
         BloscCodec(cname="zstd", clevel=store_cfg.zstd_level, shuffle=shuffle, typesize=itemsize,
                    blocksize=BLOSC_BLOCKSIZE),
@@ -180,12 +180,12 @@ def _planes(x: np.ndarray) -> np.ndarray:
 
 def plane_steps(x: np.ndarray, bits: int, rel_step: float = 0.0) -> np.ndarray:
     """[n] quantisation step of each H×W plane of x [..., H, W] (float32-exact, > 0): the plane's range in
-    2^bits − 1 steps, or (rel_step > 0) rel_step × RMS(x) for every plane, widened where the codes would overflow."""
+    2^bits − 1 steps, or (rel_step > 0) rel_step × std(x) for every plane, widened where the codes would overflow."""
     planes = _planes(x)
     lo, hi = planes.min(axis=1), planes.max(axis=1)
     step = (hi - lo) / ((1 << bits) - 1)  # the finest step whose codes still fit
     if rel_step > 0:
-        step = np.maximum(step, rel_step * float(np.sqrt(np.mean(planes**2))))
+        step = np.maximum(step, rel_step * float(planes.std()))
     flat = np.where(hi != 0, np.abs(hi), 1.0)  # a constant plane: step = |value| (or 1), decoded exactly
     return np.where(step > 0, step, flat).astype(np.float32).astype(np.float64)
 
@@ -230,7 +230,7 @@ class PlaneQuantizeCodec(ArrayBytesCodec):
 
     is_fixed_size = False
     bits: int
-    rel_step: float  # 0: each plane's range in 2^bits - 1 steps; > 0: this × the chunk's RMS for every plane
+    rel_step: float  # 0: each plane's range in 2^bits - 1 steps; > 0: this × the chunk's std for every plane
 
     def __init__(self, *, bits: int, rel_step: float = 0.0) -> None:
         if not 1 <= int(bits) <= MAX_QUANTIZE_BITS:
