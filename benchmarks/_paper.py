@@ -133,10 +133,11 @@ def teacher_alone(cfg: Any, *, teacher: Path, store: Path, steps: int) -> list[f
     return times
 
 
-def loader_pass(cfg: Any, *, url: Path, arrays: list[str], threads: int) -> tuple[float, float, int]:
+def loader_pass(cfg: Any, *, url: Path, arrays: list[str], threads: int, float32: bool) -> tuple[float, float, int]:
     """One epoch of batches through the Dask loader with `threads` read threads: (wall s, process CPU s, views).
     CPU time counts every thread of this process (zarr's decode pool included): CPU-s per view is the cost
-    in cores, whatever else the machine runs."""
+    in cores, whatever else the machine runs. `float32=False`: float16 handed over as stored (a GPU student's
+    loader: the conversion happens on the device)."""
     from simdistill.feature_store import TargetPrefetcher
     from simdistill.student_train.target_sources import StoreTargets
     from simdistill.student_train.view_plan import epoch_batches
@@ -145,7 +146,7 @@ def loader_pass(cfg: Any, *, url: Path, arrays: list[str], threads: int) -> tupl
     batches = epoch_batches(plan, seed=cfg.seed, epoch=0, batch_size=cfg.student_train.batch_size)
     views = sum(len(b) for b in batches)
     w0, c0 = time.perf_counter(), time.process_time()
-    with TargetPrefetcher(str(url), arrays=arrays, batches=batches, threads=threads,
+    with TargetPrefetcher(str(url), arrays=arrays, batches=batches, threads=threads, float32=float32,
                           prefetch=max(cfg.student_train.prefetch_batches, threads)) as prefetcher:
         for _ in prefetcher:
             pass
@@ -154,24 +155,42 @@ def loader_pass(cfg: Any, *, url: Path, arrays: list[str], threads: int) -> tupl
 
 def loader_scaling(cfg: Any, *, url: Path, threads: list[int], rounds: int) -> dict[str, Any]:
     """Views/s and views per CPU-second of the Dask loader over every array the full loss set reads, per number
-    of read threads, in interleaved rounds (medians)."""
+    of read threads, handing over float32 (a CPU student) or float16 (a GPU student), in interleaved rounds
+    (medians). Returns {"arrays", "float32": {threads: figures}, "float16": {threads: figures}}."""
     from simdistill.student_train.distill_step import arrays_needed
 
     arrays = arrays_needed(C.LOSS_TERMS)
-    loader_pass(cfg, url=url, arrays=arrays, threads=1)  # untimed: page cache and first-open costs
-    runs: dict[int, list[tuple[float, float, int]]] = {t: [] for t in threads}
+    loader_pass(cfg, url=url, arrays=arrays, threads=1, float32=True)  # untimed: page cache and first-open costs
+    keys = [(dtype, t) for dtype in ("float32", "float16") for t in threads]
+    runs: dict[tuple[str, int], list[tuple[float, float, int]]] = {k: [] for k in keys}
     for r in range(rounds):
-        for t in threads if r % 2 == 0 else threads[::-1]:
-            runs[t].append(loader_pass(cfg, url=url, arrays=arrays, threads=t))
-            wall, cpu, views = runs[t][-1]
-            C.log(f"loader round {r + 1}/{rounds}, {t} thread(s): {views / wall:.2f} views/s, "
+        for dtype, t in keys if r % 2 == 0 else keys[::-1]:
+            runs[(dtype, t)].append(loader_pass(cfg, url=url, arrays=arrays, threads=t, float32=dtype == "float32"))
+            wall, cpu, views = runs[(dtype, t)][-1]
+            C.log(f"loader round {r + 1}/{rounds}, {dtype} out, {t} thread(s): {views / wall:.2f} views/s, "
                   f"{views / cpu:.2f} views per CPU-s")
-    out = {}
-    for t, rs in runs.items():
-        out[str(t)] = {"views_per_s": C.summarize([v / w for w, _, v in rs])["median"],
-                       "views_per_cpu_s": C.summarize([v / c for _, c, v in rs])["median"],
-                       "cpu_s_per_view": C.summarize([c / v for _, c, v in rs])["median"]}
-    return {"arrays": arrays, "threads": out}
+    out: dict[str, Any] = {"arrays": arrays, "float32": {}, "float16": {}}
+    for (dtype, t), rs in runs.items():
+        out[dtype][str(t)] = {"views_per_s": C.summarize([v / w for w, _, v in rs])["median"],
+                              "views_per_cpu_s": C.summarize([v / c for _, c, v in rs])["median"],
+                              "cpu_s_per_view": C.summarize([c / v for _, c, v in rs])["median"]}
+    return out
+
+
+def loader_table(loader: dict[str, Any], *, consumption: float, gpu_rate: float) -> None:
+    """The loader figures, and the cores a GPU student at `gpu_rate` views/s needs (float16 handed over)."""
+    one = loader["float16"]["1"]["views_per_cpu_s"]
+    loader["assumed_gpu_views_per_s"] = gpu_rate
+    loader["cores_for_assumed_gpu"] = C.ratio(gpu_rate, one)
+    loader["cores_for_4x_assumed_gpu"] = C.ratio(4 * gpu_rate, one)
+    rows = [[f"{dtype} out, {t} read thread(s)", r["views_per_s"], r["views_per_cpu_s"], r["cpu_s_per_view"],
+             C.ratio(r["views_per_s"], consumption)] for dtype in ("float32", "float16")
+            for t, r in loader[dtype].items()]
+    print(C.table("Loader at paper size, no training attached (median of rounds; float32 out: a CPU student's "
+                  "loader, float16 out: a GPU student's, which converts on the device)",
+                  ["Dask loader", "views/s", "views per CPU-s", "CPU-s per view", "x student (b)"], rows))
+    print(f"GPU student assumed at {gpu_rate:g} views/s (--gpu-views-per-s): {loader['cores_for_assumed_gpu']:.2f} "
+          f"loader core(s) feed it, {loader['cores_for_4x_assumed_gpu']:.2f} feed 4x that (DESIGN.md §9 margin).")
 
 
 def with_overrides(cfg: Any, **sections: dict[str, Any]) -> Any:

@@ -345,19 +345,6 @@ def print_paper_targets(checks: dict[str, dict[str, float]]) -> None:
                   ["check", "measured", "target", "met"], rows))
 
 
-def loader_table(loader: dict[str, Any], *, consumption: float, gpu_rate: float) -> None:
-    one = loader["threads"]["1"]["views_per_cpu_s"]
-    loader["assumed_gpu_views_per_s"] = gpu_rate
-    loader["cores_for_assumed_gpu"] = C.ratio(gpu_rate, one)
-    loader["cores_for_4x_assumed_gpu"] = C.ratio(4 * gpu_rate, one)
-    rows = [[f"{t} read thread(s)", r["views_per_s"], r["views_per_cpu_s"], r["cpu_s_per_view"],
-             C.ratio(r["views_per_s"], consumption)] for t, r in loader["threads"].items()]
-    print(C.table("Loader at paper size, no training attached (median of rounds)",
-                  ["Dask loader", "views/s", "views per CPU-s", "CPU-s per view", "x student (b)"], rows))
-    print(f"GPU student assumed at {gpu_rate:g} views/s (--gpu-views-per-s): {loader['cores_for_assumed_gpu']:.2f} "
-          f"loader core(s) feed it, {loader['cores_for_4x_assumed_gpu']:.2f} feed 4x that (DESIGN.md §9 margin).")
-
-
 def paper_main(args: argparse.Namespace) -> None:
     import ablation_cost
 
@@ -387,7 +374,7 @@ def paper_main(args: argparse.Namespace) -> None:
     C.log(f"loader at paper size: {args.loader_threads} read threads, {args.loader_rounds} rounds")
     figures["loader"] = P.loader_scaling(cfg, url=args.store, threads=args.loader_threads, rounds=args.loader_rounds)
     consumption = lifts[args.lifts[0]]["b"]["views_per_s"] if "b" in lifts[args.lifts[0]] else math.nan
-    loader_table(figures["loader"], consumption=consumption, gpu_rate=args.gpu_views_per_s)
+    P.loader_table(figures["loader"], consumption=consumption, gpu_rate=args.gpu_views_per_s)
     if all(m in modes for modes in lifts.values() for m in "bd"):
         figures.update(ablation_cost.report(figures, None, runs=6, epochs=20, samples=ablation_cost.NUSCENES_TRAIN_SAMPLES,
                                             views_per_sample=cfg.export.views_per_sample))

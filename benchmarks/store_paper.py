@@ -159,11 +159,14 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=C.DEFAULT_WORKDIR, help="where a world / store are made")
     p.add_argument("--views", type=int, default=6, help="views measured")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--loader-threads", default="1,2", help="read threads of the loader test on --store")
+    p.add_argument("--loader-rounds", type=int, default=3, help="interleaved rounds of the loader test")
+    p.add_argument("--gpu-views-per-s", type=float, default=3.1, help="views/s a GPU student consumes (README)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     C.add_smoke_arg(p)
     args = p.parse_args()
     if args.smoke:
-        args.views = 2
+        args.views, args.loader_rounds = 2, 1
     elif args.paper_teacher is None:
         C.fail("--paper-teacher is required (a teacher trained at configs/nuscenes_swint.yaml sizes)")
     torch.set_num_threads(args.threads)
@@ -180,8 +183,13 @@ def main() -> None:
         P.export_figures(cfg, teacher=teacher, url=store)
     results = measure(cfg, teacher=teacher, store=store, n_views=args.views)
     summarize(results)
+    threads = [int(t) for t in args.loader_threads.split(",")]
+    C.log(f"loader on {store}: {threads} read threads, {args.loader_rounds} rounds")
+    loader = P.loader_scaling(cfg, url=store, threads=threads, rounds=args.loader_rounds)
+    P.loader_table(loader, consumption=float("nan"), gpu_rate=args.gpu_views_per_s)
     C.emit_json({"machine": C.machine(), "teacher": str(args.paper_teacher or "random init (seed 0)"),
-                 "store": str(store), "views": args.views, "noise": list(NOISE), "settings": results})
+                 "store": str(store), "views": args.views, "noise": list(NOISE), "settings": results,
+                 "loader": loader})
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_gpu_suite_smoke_and_ablation_cost(bench_workdir: Path, tmp_path: Path) 
     assert modes["b"]["prefetcher_used"] and not modes["e"]["prefetcher_used"]
     assert all("cuda_peak_mb" in m for m in modes.values()) and figures["device"] == "cpu"
     assert {"b<=0.75d", "b<=1.03e", "rss b<d", "teacher share of (d)"} <= set(figures["ratios"]["shared"])
-    assert set(figures["loader"]["threads"]) == {"1", "2"} and figures["loader"]["cores_for_assumed_gpu"] > 0
+    assert set(figures["loader"]["float16"]) == {"1", "2"} and figures["loader"]["cores_for_assumed_gpu"] > 0
     assert figures["export"]["seconds_per_view_warm"] > 0 and {"sweep", "store_GB"} <= set(figures)
     saved = tmp_path / "paper.json"
     saved.write_text(proc.stdout)
@@ -84,6 +84,7 @@ def test_store_paper_smoke(bench_workdir: Path) -> None:
     lossless = settings["lossless (default)"]
     assert lossless["feature_bits_per_value"] > 0 and lossless["within_1pct_to_0.1"]
     assert set(lossless["loss_rel_diff_max"]["random-init student"]) == {"imd", "cmd", "mmd_f", "mmd_p"}
+    assert figures["loader"]["float16"]["1"]["views_per_cpu_s"] > 0
 
 
 @pytest.mark.slow

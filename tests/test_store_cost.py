@@ -140,6 +140,12 @@ def test_prefetcher_threads_yield_the_same_batches(store: str) -> None:
     for g, w in zip(got, want):
         for name in arrays:
             np.testing.assert_array_equal(g[name], w[name])
+    with TargetPrefetcher(store, arrays=arrays, batches=BATCHES, float32=False) as pf:  # a GPU student's loader
+        halves = list(pf)
+    for g, w in zip(halves, want):
+        for name in arrays:
+            assert g[name].dtype == np.float16
+            np.testing.assert_array_equal(g[name].astype(np.float32), w[name])
     with pytest.raises(StoreError, match="threads must be >= 1, got 0; set student_train.loader_threads"):
         TargetPrefetcher(store, arrays=arrays, batches=BATCHES, threads=0)
 

@@ -52,9 +52,11 @@ _WORKER_READERS: dict[str, FeatureStoreReader] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def read_batch(reader: FeatureStoreReader, views: Sequence[int], arrays: Sequence[str]) -> dict[str, np.ndarray]:
-    """Synchronous batch read (the "direct Zarr reads" the prefetcher is compared with)."""
-    return reader.read_views(views, arrays)
+def read_batch(reader: FeatureStoreReader, views: Sequence[int], arrays: Sequence[str], *,
+               float32: bool = True) -> dict[str, np.ndarray]:
+    """Synchronous batch read (the "direct Zarr reads" the prefetcher is compared with); `float32=False` keeps
+    float16 features as stored."""
+    return reader.read_views(views, arrays, float32=float32)
 
 
 def _worker_reader(url: str) -> FeatureStoreReader:
@@ -65,14 +67,16 @@ def _worker_reader(url: str) -> FeatureStoreReader:
         return _WORKER_READERS[url]
 
 
-def _remote_read(url: str, views: list[int], arrays: list[str], options: dict[str, Any]) -> dict[str, np.ndarray]:
+def _remote_read(url: str, views: list[int], arrays: list[str], options: dict[str, Any],
+                 float32: bool = True) -> dict[str, np.ndarray]:
     """The task a cluster worker runs for one batch (`options`: the client's storage options)."""
     use_storage_options(options)
-    return read_batch(_worker_reader(url), views, arrays)
+    return read_batch(_worker_reader(url), views, arrays, float32=float32)
 
 
 class TargetPrefetcher:
-    """Iterates {array: [B, ...] float32} for each batch of view indices, in batch order."""
+    """Iterates {array: [B, ...] float32} for each batch of view indices, in batch order (`float32=False`: the
+    float16 features as stored, for a consumer that converts them itself, e.g. on its GPU: half the host work)."""
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class TargetPrefetcher:
         prefetch: int = 2,
         scheduler: str | None = None,
         threads: int = LOCAL_THREADS,
+        float32: bool = True,
     ) -> None:
         if prefetch < 1:
             raise StoreError(f"prefetch must be >= 1 batch, got {prefetch}; set student_train.prefetch_batches")
@@ -91,6 +96,7 @@ class TargetPrefetcher:
         self.url = str(url)
         self.arrays = list(arrays)
         self.prefetch = prefetch
+        self.float32 = float32
         self._batches = iter(batches)
         self._reader = open_store(self.url, arrays=self.arrays)  # fail early: missing store or arrays
         self._pending: collections.deque[Any] = collections.deque()
@@ -109,10 +115,10 @@ class TargetPrefetcher:
             from simdistill.cluster import quiet_task
 
             return self._client.submit(quiet_task, _remote_read, self.url, vs, self.arrays,
-                                       applied_storage_options(), pure=False)
+                                       applied_storage_options(), self.float32, pure=False)
         if self._pool is None:
             raise StoreError("this TargetPrefetcher is closed; create a new one for another pass")
-        task = dask.delayed(read_batch, pure=False)(self._reader, vs, self.arrays)
+        task = dask.delayed(read_batch, pure=False)(self._reader, vs, self.arrays, float32=self.float32)
         return self._pool.submit(task.compute, scheduler="sync")
 
     def _fill(self) -> None:
