@@ -32,10 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import _common as C
 import _paper as P
+import torch
 
 NUSCENES_TRAIN_SAMPLES = P.NUSCENES_TRAIN_SAMPLES
 
@@ -51,11 +50,11 @@ def export_store(cfg: Any, *, teacher: Path, out: Path) -> tuple[Any, list[dict[
 
 def forward_alone(cfg: Any, *, teacher: Path) -> dict[str, Any]:
     """Forward-only Dask tasks over the export's view ranges, timed over the same scope as an export's wall."""
+    from simdistill.cluster import dask_client
     from simdistill.config import config_to_dict
     from simdistill.pipeline.augment import ViewBuilder
-    from simdistill.cluster import dask_client
-    from simdistill.teacher_export.plan import plan_views
     from simdistill.pipeline.sources import open_data_source
+    from simdistill.teacher_export.plan import plan_views
 
     plan = plan_views(cfg, ViewBuilder.for_config(open_data_source(cfg.data, "train"), cfg, train=True))
     k = cfg.export.views_per_task
@@ -172,9 +171,13 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
     from simdistill.models.outputs import BEVOutputs
     from simdistill.pipeline.augment import ViewBuilder
     from simdistill.pipeline.sample import collate
-    from simdistill.student_train.distill_step import TeacherTargets, arrays_needed, distill_terms
-    from simdistill.student_train.target_sources import OnlineTeacher
     from simdistill.pipeline.sources import open_data_source
+    from simdistill.student_train.distill_step import (
+        TeacherTargets,
+        arrays_needed,
+        distill_terms,
+    )
+    from simdistill.student_train.target_sources import OnlineTeacher
 
     cfg = copy.deepcopy(cfg)
     cfg.distill.losses = C.LOSS_TERMS

@@ -22,9 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import _common as C
+import torch
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import zarr
+from conftest import cli_args
 from typer.testing import CliRunner
 
 import simdistill.cluster
-from conftest import cli_args
 from simdistill.cli import app
 
 runner = CliRunner()

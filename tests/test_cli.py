@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import TINY_CONFIG, tiny_overrides
 from typer.testing import CliRunner
 
-from conftest import TINY_CONFIG, tiny_overrides
 from simdistill.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,11 +12,17 @@ import subprocess
 import sys
 
 import pytest
+from conftest import (
+    RESUME_EXTRA,
+    assert_same_views,
+    cli_args,
+    done_count,
+    make_tiny_config,
+)
+from servers import DaskCluster, stop, wait_for
 from typer.testing import CliRunner
 
 import simdistill.cluster
-from conftest import RESUME_EXTRA, assert_same_views, cli_args, done_count, make_tiny_config
-from servers import DaskCluster, stop, wait_for
 from simdistill.cli import app
 from simdistill.errors import ClusterError
 

@@ -15,8 +15,9 @@ from pyquaternion import Quaternion
 from simdistill.config import CAMERA_NAMES, CLASS_NAMES, AugmentConfig, DataConfig
 from simdistill.errors import DataError
 from simdistill.pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, ViewBuilder
-from simdistill.pipeline.dataset import NuScenesSource, load_nuscenes
+from simdistill.pipeline.dataset import NuScenesSource
 from simdistill.pipeline.geometry import wrap_angle
+from simdistill.pipeline.nuscenes_files import load_nuscenes
 
 VERSION = "v1.0-mini"
 
@@ -154,6 +155,50 @@ def test_multi_sweep_points_follow_the_devkit(tiny_world: Path) -> None:
     builder = ViewBuilder(source, AugmentConfig(final_height=64, final_width=160, resize_lim=(0.8, 0.9)), train=False)
     view = builder.build(index, builder.draw(index, np.random.default_rng(0)))
     assert len(view.points) == sum(len(sw) for sw in sample.sweeps)
+
+
+def test_sweep_chain_walks_the_20hz_sweeps_back_across_key_frames(tiny_world: Path) -> None:
+    source = NuScenesSource(tiny_world, VERSION, "mini_val", sweeps=12)
+    nusc = source.nusc
+    keys = [nusc.get("sample_data", nusc.get("sample", t)["data"]["LIDAR_TOP"]) for t in source.tokens[:3]]
+    assert source.sweep_chain(keys[0]) == [keys[0]]  # a scene's first key frame has no history
+    chain = source.sweep_chain(keys[2])
+    assert len(chain) == 12 and chain[0] is keys[2] and chain[10] == keys[1]
+    assert [sd["is_key_frame"] for sd in chain] == [True] + [False] * 9 + [True, False]
+    assert all(sd["filename"].startswith("sweeps/LIDAR_TOP/") for sd in chain if not sd["is_key_frame"])
+    assert np.allclose(np.diff([sd["timestamp"] for sd in chain]), -50_000, atol=1)  # 20 Hz
+    assert NuScenesSource(tiny_world, VERSION, "mini_val", sweeps=3).sweep_chain(keys[2]) == chain[:3]
+
+
+def test_sweep_points_move_with_the_objects(tiny_world: Path) -> None:
+    """The two sweeps before a key frame hold the objects where they were then: every point above the ground
+    lies in a box the devkit interpolates to that sweep's time, and the key frame's boxes miss some of them."""
+    from nuscenes.utils.geometry_utils import points_in_box
+
+    source = NuScenesSource(tiny_world, VERSION, "mini_val", sweeps=3)
+    nusc = source.nusc
+    index = 2  # third key frame of the val scene
+    sample = source.load(index)
+    key_sd = nusc.get("sample_data", nusc.get("sample", sample.token)["data"]["LIDAR_TOP"])
+    chain = source.sweep_chain(key_sd)
+    assert len(sample.sweeps) == len(chain) == 3 and not any(sd["is_key_frame"] for sd in chain[1:])
+    lidar2global = sample.ego2global @ sample.lidar2ego
+    key_boxes = nusc.get_boxes(key_sd["token"])  # global frame, at the key frame's time
+    missed_by_key_boxes = 0
+    for sd, points in zip(chain[1:], sample.sweeps[1:]):
+        lag = (key_sd["timestamp"] - sd["timestamp"]) * 1e-6
+        assert np.all(points[:, 4] == lag) and lag == pytest.approx(0.05 * chain.index(sd), abs=1e-6)
+        xyz = (points[:, :3].astype(np.float64) @ lidar2global[:3, :3].T + lidar2global[:3, 3]).T  # [3, P] global
+        above = xyz[:, xyz[2] > 0.05]
+        in_box = np.zeros(above.shape[1], dtype=bool)
+        for box in nusc.get_boxes(sd["token"]):  # interpolated between the key frames around the sweep
+            in_box |= points_in_box(box, above)
+        assert above.shape[1] > 100 and (~in_box).sum() <= 0.002 * above.shape[1]
+        in_key_box = np.zeros(above.shape[1], dtype=bool)
+        for box in key_boxes:
+            in_key_box |= points_in_box(box, above)
+        missed_by_key_boxes += int((in_box & ~in_key_box).sum())
+    assert missed_by_key_boxes > 0
 
 
 def test_from_config_maps_train_and_val(tiny_world: Path) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_tiny_config
+from conftest import TINY_WORLD, make_tiny_config
+
 from simdistill.config import WorldConfig
 from simdistill.demo import run_demo
-from conftest import TINY_WORLD
 
 
 def test_demo_runs_end_to_end_and_skips_finished_stages(tmp_path, capsys):

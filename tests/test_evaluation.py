@@ -12,7 +12,13 @@ from pyquaternion import Quaternion
 
 from simdistill.config import CLASS_NAMES
 from simdistill.errors import DataError
-from simdistill.evaluation import Detections, EvalResult, attribute_for, detections_to_submission, evaluate_submission
+from simdistill.evaluation import (
+    Detections,
+    EvalResult,
+    attribute_for,
+    detections_to_submission,
+    evaluate_submission,
+)
 from simdistill.evaluation.plots import plot_bev_predictions, plot_loss_curves
 from simdistill.pipeline.dataset import NuScenesSource, SampleMeta
 from simdistill.pipeline.geometry import pose_matrix

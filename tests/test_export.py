@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides
 from typer.testing import CliRunner
 
-from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides
 from simdistill.cli import app
 from simdistill.feature_store import open_store
 from simdistill.training.checkpoint import save_checkpoint

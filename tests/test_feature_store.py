@@ -34,8 +34,13 @@ from simdistill.feature_store import (
     verify_store,
 )
 from simdistill.feature_store.codecs import lossy_max_abs, lossy_rel_error
+from simdistill.feature_store.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    array_shape,
+    dim_sizes,
+)
 from simdistill.feature_store.show import box_corners_grid
-from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, array_shape, dim_sizes
 
 N_SAMPLES, VPS, P, K = 3, 2, 7, 5
 N_VIEWS = N_SAMPLES * VPS

@@ -9,9 +9,17 @@ from torch import nn
 
 from simdistill.config import DEFAULT_TASKS
 from simdistill.errors import ConfigError
-from simdistill.interop.bevfusion_inputs import batch_to_bevfusion_inputs, check_preprocessor
+from simdistill.interop.bevfusion_inputs import (
+    batch_to_bevfusion_inputs,
+    check_preprocessor,
+)
 from simdistill.interop.feature_tap import FeatureTap, parse_tap_path
-from simdistill.interop.tapped_teacher import CENTERHEAD_KEYS, TappedTeacher, centerhead_outputs, tap_paths
+from simdistill.interop.tapped_teacher import (
+    CENTERHEAD_KEYS,
+    TappedTeacher,
+    centerhead_outputs,
+    tap_paths,
+)
 from simdistill.models import build_model
 from tests.fake_batch import make_fake_batch
 
@@ -220,9 +228,9 @@ def test_mmdet3d_teacher_without_the_extra_says_how_to_install(tiny_world, tmp_p
         pass
     else:
         pytest.skip("the mmdet3d extra is installed here; tests/mmdet3d_extra covers this path")
+    from conftest import ROOT
     from typer.testing import CliRunner
 
-    from conftest import ROOT
     from simdistill.cli import app
 
     config = tmp_path / "bevfusion.py"

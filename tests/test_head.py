@@ -9,7 +9,12 @@ import torch
 
 from simdistill.config import CLASS_NAMES, DEFAULT_TASKS, Config, load_config
 from simdistill.errors import DataError
-from simdistill.models.center_utils import TaskLayout, circle_nms, draw_heatmap_gaussian, gaussian_radius
+from simdistill.models.center_utils import (
+    TaskLayout,
+    circle_nms,
+    draw_heatmap_gaussian,
+    gaussian_radius,
+)
 from simdistill.models.head import CenterHead, HeadTargets, fg_mask
 
 

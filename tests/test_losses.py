@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from simdistill.student_train.losses import cmd_loss, gt_loss, imd_loss, mmd_f_loss, mmd_p_loss
+from simdistill.student_train.losses import (
+    cmd_loss,
+    gt_loss,
+    imd_loss,
+    mmd_f_loss,
+    mmd_p_loss,
+)
 
 CODE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
 LN2 = math.log(2.0)

@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 
 from simdistill.config import CAMERA_NAMES, CLASS_NAMES, DataConfig
 from simdistill.errors import DataError
-from simdistill.pipeline import InfoFileSource, NuScenesSource, load_info_file, open_data_source, write_mmdet3d_infos
+from simdistill.pipeline import (
+    InfoFileSource,
+    NuScenesSource,
+    load_info_file,
+    open_data_source,
+    write_mmdet3d_infos,
+)
 from simdistill.pipeline.geometry import wrap_angle
 from simdistill.pipeline.mmdet3d_infos import MMDET3D_CLASSES
 
@@ -225,9 +231,9 @@ def test_train_and_export_teacher_from_info_files(tiny_world: Path, infos: dict[
     from conftest import make_tiny_config
 
     from simdistill.feature_store import open_store
+    from simdistill.pipeline.sources import open_data_source
     from simdistill.teacher_export.export import export_teacher
     from simdistill.teacher_export.inspect import stored_view_gt_boxes
-    from simdistill.pipeline.sources import open_data_source
     from simdistill.training.teacher_trainer import train_teacher
 
     cfg = make_tiny_config(tiny_world, [f"data.infos_train={infos['mini_train']}",

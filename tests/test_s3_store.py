@@ -13,15 +13,15 @@ import time
 
 import fsspec
 import pytest
-from typer.testing import CliRunner
-
 from conftest import RESUME_EXTRA, assert_same_views, cli_args, done_count
 from servers import wait_for
+from test_feature_store import expected_stored, tiny_cfg, write_store
+from typer.testing import CliRunner
+
 from simdistill.cli import app
 from simdistill.errors import StoreError
 from simdistill.feature_store import open_store, storage
 from simdistill.feature_store.lock import LOCK_NAME, _RemoteLock, export_lock
-from test_feature_store import expected_stored, tiny_cfg, write_store
 
 runner = CliRunner()
 pytestmark = pytest.mark.timeout(420)

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides
 from typer.testing import CliRunner
 
-from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides
 from simdistill.cli import app
 from simdistill.errors import CheckpointError, ConfigError, StoreError
 from simdistill.models import build_model
 from simdistill.pipeline.augment import ViewBuilder
+from simdistill.pipeline.sources import open_data_source
 from simdistill.student_train.distill_step import arrays_needed, student_terms
 from simdistill.student_train.target_sources import OnlineTeacher, StoreTargets
 from simdistill.student_train.trainer import train_student
 from simdistill.student_train.view_plan import build_inputs, epoch_batches
-from simdistill.pipeline.sources import open_data_source
 
 ALL_LOSSES = ("imd", "cmd", "mmd_f", "mmd_p")
 # float16 keeps 11 significant bits: round-to-nearest changes a normal value by at most 2^-11 of itself,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
-
 from conftest import make_tiny_config
+
 from simdistill.evaluation.run import evaluate_run
 from simdistill.training.checkpoint import load_checkpoint
 from simdistill.training.teacher_trainer import train_teacher

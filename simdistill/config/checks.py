@@ -12,7 +12,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from simdistill.config.sections import CLASS_NAMES, DISTILL_LOSSES, STUDENT_VARIANTS, Config, config_to_dict
+from simdistill.config.sections import (
+    CLASS_NAMES,
+    DISTILL_LOSSES,
+    STUDENT_VARIANTS,
+    Config,
+    config_to_dict,
+)
 from simdistill.errors import ConfigError
 
 MACHINE_KEYS: frozenset[str] = frozenset({

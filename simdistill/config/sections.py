@@ -72,6 +72,7 @@ class WorldConfig:
     seed: int = 0
     version: str = "v1.0-mini"
     scenes: int = 10  # v1.0-mini allows at most 10 (the devkit's mini scene names)
+    val_scenes: int = 0  # scenes with val names; 0 = a fifth of the scenes (at most 2 on v1.0-mini)
     samples_per_scene: int = 12  # key frames, 0.5 s apart
     image_width: int = 400  # rendered camera resolution (nuScenes itself is 1600x900)
     image_height: int = 225
@@ -79,6 +80,7 @@ class WorldConfig:
     max_range: float = 40.0  # objects are placed within this distance of the ego path [m]
     lidar_beams: int = 32
     lidar_azimuth_steps: int = 1084  # horizontal rays per revolution
+    lidar_hz: int = 20  # LIDAR_TOP rate: lidar_hz / 2 - 1 non-key-frame sweeps between key frames (nuScenes: 20)
 
 
 @dataclass

@@ -4,6 +4,10 @@ Plots live in `simdistill.evaluation.plots` (imported on its own: it pulls in ma
 """
 
 from simdistill.evaluation.devkit_eval import EvalResult, evaluate_submission
-from simdistill.evaluation.submission import Detections, attribute_for, detections_to_submission
+from simdistill.evaluation.submission import (
+    Detections,
+    attribute_for,
+    detections_to_submission,
+)
 
 __all__ = ["Detections", "EvalResult", "attribute_for", "detections_to_submission", "evaluate_submission"]

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from simdistill.errors import DataError
-from simdistill.pipeline.dataset import check_split, load_nuscenes, split_sample_tokens
+from simdistill.pipeline.nuscenes_files import (
+    check_split,
+    load_nuscenes,
+    split_sample_tokens,
+)
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
 

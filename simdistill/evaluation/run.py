@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-from simdistill.config import MODEL_KINDS, Config, TrainConfig, apply_overrides, config_from_dict, config_to_dict
+from simdistill.config import (
+    MODEL_KINDS,
+    Config,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+)
 from simdistill.evaluation.devkit_eval import EvalResult, evaluate_submission
 from simdistill.evaluation.submission import detections_to_submission
 from simdistill.models import build_model

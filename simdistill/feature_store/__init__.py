@@ -16,9 +16,18 @@ from simdistill.feature_store.create import (
 from simdistill.feature_store.info import ArrayInfo, StoreInfo, store_info
 from simdistill.feature_store.prefetch import TargetPrefetcher, read_batch
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
-from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, ArraySpec, arrays_for_losses
+from simdistill.feature_store.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    ArraySpec,
+    arrays_for_losses,
+)
 from simdistill.feature_store.show import render_view_png
-from simdistill.feature_store.transforms import TeacherView, compact_boxes, stored_values
+from simdistill.feature_store.transforms import (
+    TeacherView,
+    compact_boxes,
+    stored_values,
+)
 from simdistill.feature_store.verify import VerifyReport, reset_bad_views, verify_store
 from simdistill.feature_store.writer import FeatureStoreWriter
 

@@ -29,8 +29,19 @@ from simdistill.config import (
     run_content,
 )
 from simdistill.errors import ConfigError, StoreError
-from simdistill.feature_store.codecs import array_codecs, codecs_attr, lossy_arrays, quiet_numcodecs_warning
-from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, array_shape, chunk_shape, dim_sizes
+from simdistill.feature_store.codecs import (
+    array_codecs,
+    codecs_attr,
+    lossy_arrays,
+    quiet_numcodecs_warning,
+)
+from simdistill.feature_store.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    array_shape,
+    chunk_shape,
+    dim_sizes,
+)
 from simdistill.feature_store.storage import local_root, make_store, open_group
 from simdistill.feature_store.writer import FeatureStoreWriter, store_errors
 

@@ -44,7 +44,10 @@ import numpy as np
 
 from simdistill.errors import StoreError
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
-from simdistill.feature_store.storage import applied_storage_options, use_storage_options
+from simdistill.feature_store.storage import (
+    applied_storage_options,
+    use_storage_options,
+)
 
 LOCAL_THREADS = 2  # default read-ahead threads (student_train.loader_threads)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simdistill.errors import StoreError
 from simdistill.config import StoreFormatConfig
+from simdistill.errors import StoreError
 from simdistill.feature_store.codecs import (
     FLOAT16_MAX,
     lossy_arrays,

@@ -14,7 +14,12 @@ import numpy as np
 from rich.progress import Progress
 
 from simdistill.feature_store.reader import one_line, open_store
-from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, array_shape, attrs_dim_sizes
+from simdistill.feature_store.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    array_shape,
+    attrs_dim_sizes,
+)
 
 ALL_VIEWS = -1  # `view` of a problem that concerns the whole array (a wrong shape, a missing array)
 

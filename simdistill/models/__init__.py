@@ -1,7 +1,12 @@
 """BEV models shared by teacher and students (DESIGN.md §7); every model returns `BEVOutputs`."""
 
 from simdistill.models.build import MODELS, build_model
-from simdistill.models.center_utils import TaskLayout, circle_nms, draw_heatmap_gaussian, gaussian_radius
+from simdistill.models.center_utils import (
+    TaskLayout,
+    circle_nms,
+    draw_heatmap_gaussian,
+    gaussian_radius,
+)
 from simdistill.models.gcm import GCM
 from simdistill.models.head import CenterHead, Detections, HeadTargets, fg_mask
 from simdistill.models.lss import LSSTransform, bev_pool

@@ -3,7 +3,13 @@
 The synthetic world generator lives in `simdistill.pipeline.synthetic` (imported on its own).
 """
 
-from simdistill.pipeline.augment import AugParams, CameraAug, ViewBuilder, augment, draw_params
+from simdistill.pipeline.augment import (
+    AugParams,
+    CameraAug,
+    ViewBuilder,
+    augment,
+    draw_params,
+)
 from simdistill.pipeline.dataset import NuScenesSource, SampleMeta
 from simdistill.pipeline.mmdet3d_infos import InfoFileSource, load_info_file
 from simdistill.pipeline.mmdet3d_infos_write import write_mmdet3d_infos

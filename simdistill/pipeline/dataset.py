@@ -12,159 +12,29 @@ column 4 (the .pcd.bin's ring index is dropped).
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from simdistill.config import CAMERA_NAMES, CLASS_NAMES
 from simdistill.errors import DataError
-from simdistill.pipeline.geometry import pose_matrix, quaternion_to_matrix, transform_points
+from simdistill.pipeline.nuscenes_files import (
+    LIDAR_NAME,
+    boxes_to_lidar,
+    check_dataroot,
+    check_split,
+    load_nuscenes,
+    read_image,
+    read_points,
+    require_file,
+    sensor_calib,
+    split_sample_tokens,
+    sweep_into_key_frame,
+)
 from simdistill.pipeline.sample import ReopenedAfterPickling, Sample
-
-LIDAR_NAME = "LIDAR_TOP"
-SWEEP_CLOSE_RADIUS = 1.0  # [m] BEVFusion drops previous-sweep points this close to their sensor (ego body hits)
-
-# The devkit's own version/split compatibility rule (nuscenes.eval.common.loaders.load_gt).
-VERSION_SPLITS: dict[str, tuple[str, ...]] = {
-    "v1.0-mini": ("mini_train", "mini_val"),
-    "v1.0-trainval": ("train", "val", "train_detect", "train_track"),
-    "v1.0-test": ("test",),
-}
-
-_NUSC_CACHE: dict[tuple[str, str], Any] = {}
-_NUSC_LOCK = threading.Lock()
-
-
-def load_nuscenes(dataroot: str | Path, version: str) -> Any:
-    """The devkit's `NuScenes` for (dataroot, version), loaded quietly once per process."""
-    root = Path(dataroot).expanduser().resolve()
-    key = (str(root), version)
-    with _NUSC_LOCK:
-        if key in _NUSC_CACHE:
-            return _NUSC_CACHE[key]
-        check_dataroot(root, version)
-        from nuscenes.nuscenes import NuScenes
-
-        try:
-            nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
-        except (AssertionError, OSError, KeyError, ValueError) as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            raise DataError(
-                f"could not load the nuScenes {version} tables from {root} ({detail}); "
-                "the dataroot is incomplete or corrupt: re-extract or regenerate it"
-            ) from None
-        _NUSC_CACHE[key] = nusc
-        return nusc
-
-
-def check_dataroot(root: Path, version: str) -> None:
-    """DataError unless `root` exists and holds the `version` table folder."""
-    if not root.is_dir():
-        raise DataError(
-            f"dataroot {root} does not exist; run `simdistill make-demo-data {root}` or set data.dataroot "
-            "to a nuScenes download"
-        )
-    if not (root / version).is_dir():
-        present = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v1.0"))
-        listed = ", ".join(present) if present else "none"
-        raise DataError(
-            f"version folder '{version}' not found in dataroot {root} (versions present: {listed}); "
-            "set data.version to one of them"
-        )
-
-
-def check_split(version: str, split: str) -> None:
-    """DataError unless `split` is a devkit split valid for `version`."""
-    from nuscenes.utils.splits import create_splits_scenes
-
-    known = create_splits_scenes()
-    valid = [s for s in VERSION_SPLITS.get(version, ()) if s in known]
-    if split not in valid:
-        hint = f"valid splits for {version}: {', '.join(valid)}" if valid else f"version {version} has no known splits"
-        raise DataError(f"unknown split '{split}' for {version}; {hint}")
-
-
-def require_file(path: Path, dataroot: Path) -> Path:
-    """`path`, or DataError naming it when it is not a file."""
-    if not path.is_file():
-        raise DataError(
-            f"file {path} is missing; the dataroot {dataroot} is incomplete: re-extract or regenerate it"
-        )
-    return path
-
-
-def read_points(path: Path) -> np.ndarray:
-    """[P, 5] float32 (x, y, z, intensity, 0) of a nuScenes .pcd.bin in its own LiDAR frame."""
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % 5:
-        raise DataError(f"{path} holds {raw.size} floats, not a multiple of 5 (x, y, z, intensity, ring)")
-    points = raw.reshape(-1, 5).copy()
-    points[:, 4] = 0.0  # column 4 is the ring index on disk; it becomes the time lag
-    return points
-
-
-def read_image(path: Path, dataroot: Path) -> np.ndarray:
-    """[H, W, 3] uint8 RGB of an existing image file."""
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"image {path} cannot be decoded; the dataroot {dataroot} is corrupt")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def sweep_into_key_frame(points: np.ndarray, sweep2lidar: np.ndarray, age_s: float) -> np.ndarray:
-    """A previous sweep's [P, 5] points (own frame) -> key LiDAR frame, close points dropped, column 4 = age."""
-    close = (np.abs(points[:, 0]) < SWEEP_CLOSE_RADIUS) & (np.abs(points[:, 1]) < SWEEP_CLOSE_RADIUS)
-    points = points[~close]
-    points[:, :3] = transform_points(sweep2lidar, points[:, :3])
-    points[:, 4] = age_s
-    return points
-
-
-def boxes_to_lidar(
-    translation: np.ndarray, size_wlh: np.ndarray, rotation: np.ndarray, velocity: np.ndarray, global2lidar: np.ndarray
-) -> np.ndarray:
-    """Global-frame annotations -> [M, 9] float64 (x, y, z, l, w, h, yaw, vx, vy) in the LiDAR frame.
-
-    translation [M, 3], size_wlh [M, 3] (nuScenes w, l, h), rotation [M, 4] (w, x, y, z), velocity [M, 3]
-    global (z ignored; NaN stays NaN).
-    """
-    rot_g2l = global2lidar[:3, :3]
-    centres = transform_points(global2lidar, np.asarray(translation, dtype=np.float64))  # [M, 3]
-    box_rot = rot_g2l @ quaternion_to_matrix(np.asarray(rotation))  # [M, 3, 3] box axes in the LiDAR frame
-    yaw = np.arctan2(box_rot[:, 1, 0], box_rot[:, 0, 0])
-    vel = np.array(velocity, dtype=np.float64)
-    vel[:, 2] = 0.0
-    vel_lidar = vel @ rot_g2l.T  # [M, 3]
-    wlh = np.asarray(size_wlh, dtype=np.float64)
-    return np.concatenate([centres, wlh[:, [1, 0, 2]], yaw[:, None], vel_lidar[:, :2]], axis=1)  # [M, 9]
-
-
-def split_sample_tokens(nusc: Any, split: str) -> list[str]:
-    """Sample tokens of `split` in this dataroot, ordered by scene name then time."""
-    from nuscenes.utils.splits import create_splits_scenes
-
-    wanted = set(create_splits_scenes()[split])
-    scenes = sorted((s for s in nusc.scene if s["name"] in wanted), key=lambda s: s["name"])
-    tokens: list[str] = []
-    for scene in scenes:
-        token = scene["first_sample_token"]
-        while token:
-            tokens.append(token)
-            token = nusc.get("sample", token)["next"]
-    return tokens
-
-
-def sensor_calib(nusc: Any, sd: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(sensor2ego, ego2global) of one sample_data record, each 4x4 float64."""
-    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-    pose = nusc.get("ego_pose", sd["ego_pose_token"])
-    return pose_matrix(cs["translation"], cs["rotation"]), pose_matrix(pose["translation"], pose["rotation"])
 
 
 @dataclass(frozen=True)
@@ -180,7 +50,7 @@ class SampleMeta:
 class NuScenesSource(ReopenedAfterPickling):
     """Key frames of one split of a nuScenes v1.0 dataroot, loaded as `Sample`s.
 
-    sweeps: LiDAR sweeps per sample (key frame + up to sweeps-1 previous LIDAR_TOP sample_data).
+    sweeps: LiDAR sweeps per sample (key frame + up to sweeps-1 previous LIDAR_TOP sample_data, `sweep_chain`).
     drop_empty_boxes: drop GT boxes with no LiDAR or radar point, as the devkit's evaluation does.
     """
 
@@ -294,30 +164,25 @@ class NuScenesSource(ReopenedAfterPickling):
             camera2ego=np.stack(cam2ego),
             lidar2ego=lidar2ego,
             ego2global=ego2global,
-            sweeps=self._sweeps(sample, lidar_sd, global2lidar),
+            sweeps=self._sweeps(lidar_sd, global2lidar),
             gt_boxes=boxes,
             gt_labels=labels,
             timestamp=int(lidar_sd["timestamp"]),
         )
 
-    def sweep_chain(self, key_sd: dict) -> list[dict]:
-        """The LIDAR_TOP sample_data records merged for a key frame: the key frame first, then up to
-        self.sweeps - 1 previous sweeps following prev."""
+    def sweep_chain(self, key_sd: dict[str, Any]) -> list[dict[str, Any]]:
+        """The LIDAR_TOP sample_data merged for a key frame: `key_sd` first, then up to sweeps-1 earlier sweeps.
+
+        Follows `prev` as nuScenes links it: through the 20 Hz non-key-frame sweeps to the previous key frame and
+        beyond, stopping at the first sample_data of the scene.
+        """
         chain = [key_sd]
-        sd = key_sd
-        while len(chain) < self.sweeps:
-            prev = sd["prev"]
-            if not prev and sd.get("is_key_frame", True):  # tables without sweep-level links: previous key frame
-                prev_sample = self.nusc.get("sample", sd["sample_token"])["prev"]
-                prev = self.nusc.get("sample", prev_sample)["data"].get(LIDAR_NAME, "") if prev_sample else ""
-            if not prev:
-                break
-            sd = self.nusc.get("sample_data", prev)
-            chain.append(sd)
+        while len(chain) < self.sweeps and chain[-1]["prev"]:
+            chain.append(self.nusc.get("sample_data", chain[-1]["prev"]))
         return chain
 
-    def _sweeps(self, sample: dict[str, Any], key_sd: dict[str, Any], global2lidar: np.ndarray) -> list[np.ndarray]:
-        """Key frame points, then up to sweeps-1 previous LiDAR sweeps in the key frame's LiDAR frame."""
+    def _sweeps(self, key_sd: dict[str, Any], global2lidar: np.ndarray) -> list[np.ndarray]:
+        """Key frame points, then the earlier sweeps of `sweep_chain` in the key frame's LiDAR frame."""
         sweeps = [self._read_points(key_sd)]
         for sd in self.sweep_chain(key_sd)[1:]:
             sensor2ego, ego2global = self._calib(sd)

@@ -12,12 +12,8 @@ yields the same `Sample` that `NuScenesSource` builds from the devkit tables for
 - camera2lidar = inverse of `lidar2cam`, sweeps move into the key LiDAR frame by the inverse of their
   `lidar2sensor`, with the same close-point rule and age column as the devkit source.
 
-Precision: mmdet3d stores every 4x4 matrix rounded to float32 (`convert_quaternion_to_matrix`), so
-matrices and previous sweeps agree with the devkit source to float32 precision (relative ~1e-7);
-intrinsics, timestamps, box centres, sizes and velocities are float64 and agree exactly. The yaw is
-mmdet3d's (pyquaternion `yaw_pitch_roll[0]`, atan2(-R01, R00)), not the devkit heading atan2(R10, R00)
-that NuScenesSource uses; they differ by about the product of the box's pitch and roll in the LiDAR
-frame (<= 2e-4 rad on the synthetic world).
+Precision: mmdet3d stores 4x4 matrices as float32, so matrices and sweeps agree with the devkit source to
+float32 precision; the yaw is mmdet3d's (pyquaternion's), not the devkit heading (README gives the agreement).
 The file is read with a restricted unpickler: only containers, scalars and numpy arrays are allowed.
 """
 
@@ -33,9 +29,9 @@ import numpy as np
 
 from simdistill.config import CAMERA_NAMES, CLASS_NAMES
 from simdistill.errors import DataError
-from simdistill.pipeline.dataset import (
+from simdistill.pipeline.dataset import SampleMeta
+from simdistill.pipeline.nuscenes_files import (
     LIDAR_NAME,
-    SampleMeta,
     check_split,
     read_image,
     read_points,

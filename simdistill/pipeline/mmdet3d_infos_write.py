@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from simdistill.config import CAMERA_NAMES
-from simdistill.pipeline.dataset import (
+from simdistill.pipeline.geometry import quaternion_to_matrix
+from simdistill.pipeline.mmdet3d_infos import MMDET3D_CLASSES
+from simdistill.pipeline.nuscenes_files import (
     LIDAR_NAME,
     VERSION_SPLITS,
     boxes_to_lidar,
@@ -37,8 +39,6 @@ from simdistill.pipeline.dataset import (
     require_file,
     sensor_calib,
 )
-from simdistill.pipeline.geometry import quaternion_to_matrix
-from simdistill.pipeline.mmdet3d_infos import MMDET3D_CLASSES
 
 MAX_SWEEPS = 10  # create_nuscenes_infos(max_sweeps=10), what tools/create_data.py passes
 INFO_VERSION = "1.1"

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from simdistill.models.center_loss import check_box_inputs, code_weight_tensor, gather_boxes, gt_loss, same_shape
+from simdistill.models.center_loss import (
+    check_box_inputs,
+    code_weight_tensor,
+    gather_boxes,
+    gt_loss,
+    same_shape,
+)
 
 __all__ = ["cmd_loss", "gt_loss", "imd_loss", "mmd_f_loss", "mmd_p_loss", "quality_focal_loss", "smooth_l1"]
 

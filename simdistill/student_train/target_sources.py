@@ -15,11 +15,11 @@ import torch
 
 from simdistill.config import Config
 from simdistill.errors import StoreError
+from simdistill.feature_store import stored_values
+from simdistill.feature_store.schema import dim_sizes
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.distill_step import TeacherTargets
 from simdistill.student_train.view_plan import ViewPlan
-from simdistill.feature_store import stored_values
-from simdistill.feature_store.schema import dim_sizes
 from simdistill.teacher_export.teacher_loader import load_teacher
 from simdistill.teacher_export.view_arrays import teacher_view_arrays
 

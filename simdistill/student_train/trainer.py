@@ -27,8 +27,17 @@ from simdistill.student_train.distill_step import (
     check_losses_for_variant,
     student_terms,
 )
-from simdistill.student_train.target_sources import NoTargets, OnlineTeacher, StoreTargets
-from simdistill.student_train.view_plan import ViewPlan, build_inputs, epoch_batches, plan_from_config
+from simdistill.student_train.target_sources import (
+    NoTargets,
+    OnlineTeacher,
+    StoreTargets,
+)
+from simdistill.student_train.view_plan import (
+    ViewPlan,
+    build_inputs,
+    epoch_batches,
+    plan_from_config,
+)
 from simdistill.training.background import prefetch
 from simdistill.training.checkpoint import file_sha256
 from simdistill.training.fit import FitResult, RunSpec, StepHook, fit

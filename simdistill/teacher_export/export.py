@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simdistill.config import Config, config_to_dict
 from simdistill.cluster import connect, local_cluster, quiet_task, task_result
+from simdistill.config import Config, config_to_dict
 from simdistill.errors import DataError
 from simdistill.feature_store import StoreAttrs, create_or_resume_store
-from simdistill.feature_store.storage import local_root, probe_remote, use_storage_options
+from simdistill.feature_store.storage import (
+    local_root,
+    probe_remote,
+    use_storage_options,
+)
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sources import DataSource, open_data_source
 from simdistill.teacher_export.plan import pending_tasks, plan_views

@@ -16,7 +16,13 @@ from typing import Any
 import torch
 
 from simdistill import __version__
-from simdistill.config import Config, config_from_dict, config_to_dict, describe_difference, first_difference
+from simdistill.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    describe_difference,
+    first_difference,
+)
 from simdistill.errors import CheckpointError
 
 

@@ -30,7 +30,13 @@ from simdistill.training.checkpoint import restore_for_resume, save_checkpoint
 from simdistill.training.jsonl_log import JsonlLog
 from simdistill.training.optim import make_lr_schedule, make_optimizer
 from simdistill.training.progress import TrainProgress
-from simdistill.training.runtime import distributed_rank, rank_device, resolve_device, seed_everything, set_threads
+from simdistill.training.runtime import (
+    distributed_rank,
+    rank_device,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
 
 TermsFn = Callable[[nn.Module, Batch, Any], dict[str, torch.Tensor]]
 """(model, batch, targets) -> named loss terms; "loss" is the sum that is minimised."""

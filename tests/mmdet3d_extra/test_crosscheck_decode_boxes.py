@@ -35,13 +35,25 @@ from mmdet3d.models.layers import circle_nms as mm_circle_nms
 from mmdet3d.structures import LiDARInstance3DBoxes
 from nuscenes.utils.data_classes import Box
 from pyquaternion import Quaternion
+from test_crosscheck_centerpoint import (
+    GRID_H,
+    GRID_W,
+    mm_preds,
+    mmdet3d_center_head,
+    our_head,
+)
 
 from simdistill.config import CLASS_NAMES, HeadConfig
 from simdistill.models.center_utils import circle_nms
 from simdistill.pipeline.augment import AugParams, lidar_aug_matrix
-from simdistill.pipeline.dataset import boxes_to_lidar
-from simdistill.pipeline.geometry import box_corners, pose_matrix, rot_z, transform_boxes, wrap_angle
-from test_crosscheck_centerpoint import GRID_H, GRID_W, mm_preds, mmdet3d_center_head, our_head
+from simdistill.pipeline.geometry import (
+    box_corners,
+    pose_matrix,
+    rot_z,
+    transform_boxes,
+    wrap_angle,
+)
+from simdistill.pipeline.nuscenes_files import boxes_to_lidar
 
 # ------------------------------------------------------------------------------------------------- decoding
 

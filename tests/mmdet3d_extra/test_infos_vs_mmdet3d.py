@@ -24,7 +24,12 @@ pytest.importorskip("mmdet3d.datasets")
 import mmdet3d
 from test_mmdet3d_infos import assert_same_sample
 
-from simdistill.pipeline import InfoFileSource, NuScenesSource, load_info_file, write_mmdet3d_infos
+from simdistill.pipeline import (
+    InfoFileSource,
+    NuScenesSource,
+    load_info_file,
+    write_mmdet3d_infos,
+)
 
 VERSION = "v1.0-mini"
 FILES = {"mini_train": "nuscenes_infos_train.pkl", "mini_val": "nuscenes_infos_val.pkl"}

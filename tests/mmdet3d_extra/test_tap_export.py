@@ -17,17 +17,17 @@ import torch
 # Skipped where the mmdet3d extra is not installed (mmdet3d.structures also needs mmcv's compiled ops).
 pytest.importorskip("mmdet3d.structures")
 
+from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides  # noqa: E402
 from simdistill.cli import app  # noqa: E402
 from simdistill.errors import CheckpointError, ConfigError  # noqa: E402
 from simdistill.feature_store import open_store  # noqa: E402
 from simdistill.pipeline.augment import ViewBuilder  # noqa: E402
+from simdistill.pipeline.sources import open_data_source  # noqa: E402
 from simdistill.student_train.distill_step import arrays_needed  # noqa: E402
 from simdistill.student_train.target_sources import OnlineTeacher, StoreTargets  # noqa: E402
-from simdistill.student_train.trainer import build_inputs  # noqa: E402
-from simdistill.pipeline.sources import open_data_source  # noqa: E402
+from simdistill.student_train.view_plan import build_inputs  # noqa: E402
 
 FP16_RTOL = 2.0**-11
 FP16_ATOL = 2.0**-25
@@ -108,9 +108,9 @@ def _compare(cached, online, builder, cfg, batches) -> None:
     cpu = torch.device("cpu")
     checked_cells = 0
     for views, stored in zip(batches, cached.iterate(batches, cpu)):
-        batch = build_inputs(builder, cached.plan, views, cfg.data.sweeps)
+        batch = build_inputs(builder, cached.plan, views)
         # One view per forward, as the export ran them: conv summation order depends on the batch size.
-        singles = [online.targets(build_inputs(builder, cached.plan, [v], cfg.data.sweeps)) for v in views]
+        singles = [online.targets(build_inputs(builder, cached.plan, [v])) for v in views]
         live = type(singles[0])(**{f: torch.cat([getattr(s, f) for s in singles])
                                    for f in ("cam_bev", "lidar_bev", "fused_bev", "heatmap", "boxes", "fg_mask")})
         fg = live.fg_mask

@@ -1,6 +1,9 @@
 """The object classes of the synthetic world: nuScenes categories, sizes, mix, motion, look.
 
-Sizes are nuScenes-typical (w, l, h) means; the mix is skewed like nuScenes (cars most common).
+Sizes are nuScenes-typical (w, l, h) means of the annotation boxes; the body that cameras and LiDAR see is
+smaller by `margin` on every side and on top (its bottom rests on the ground, as the box's does), so range
+noise does not push surface points out of the box, as on nuScenes where annotators draw boxes around the
+points. The mix is skewed like nuScenes (cars most common).
 Colours avoid the sky's blues and the ground's greys/greens so a camera can tell objects apart
 from the background, while several classes share hues (as in real data, colour is not the label).
 """
@@ -24,22 +27,29 @@ class ClassSpec:
     speed: tuple[float, float]  # speed range when moving [m/s]
     color: tuple[int, int, int]  # base RGB
     reflectivity: float  # LiDAR intensity scale (0..255)
+    margin: float  # gap between the body and its annotation box on each side and on top [m]
 
 
 CLASS_SPECS: dict[str, ClassSpec] = {
-    "car": ClassSpec("vehicle.car", (1.95, 4.62, 1.73), 0.42, 0.6, (3.0, 10.0), (196, 38, 38), 60.0),
-    "truck": ClassSpec("vehicle.truck", (2.51, 6.93, 2.84), 0.08, 0.5, (3.0, 8.0), (226, 128, 28), 70.0),
+    "car": ClassSpec("vehicle.car", (1.95, 4.62, 1.73), 0.42, 0.6, (3.0, 10.0), (196, 38, 38), 60.0, 0.10),
+    "truck": ClassSpec("vehicle.truck", (2.51, 6.93, 2.84), 0.08, 0.5, (3.0, 8.0), (226, 128, 28), 70.0, 0.10),
     "construction_vehicle": ClassSpec(
-        "vehicle.construction", (2.85, 6.37, 3.19), 0.03, 0.2, (1.0, 3.0), (232, 196, 24), 75.0
+        "vehicle.construction", (2.85, 6.37, 3.19), 0.03, 0.2, (1.0, 3.0), (232, 196, 24), 75.0, 0.10
     ),
-    "bus": ClassSpec("vehicle.bus.rigid", (2.94, 10.50, 3.47), 0.03, 0.6, (3.0, 8.0), (186, 34, 150), 65.0),
-    "trailer": ClassSpec("vehicle.trailer", (2.90, 12.29, 3.87), 0.03, 0.3, (3.0, 7.0), (124, 72, 36), 55.0),
-    "barrier": ClassSpec("movable_object.barrier", (2.53, 0.50, 0.98), 0.09, 0.0, (0.0, 0.0), (238, 96, 64), 90.0),
-    "motorcycle": ClassSpec("vehicle.motorcycle", (0.77, 2.11, 1.47), 0.04, 0.6, (3.0, 9.0), (124, 40, 172), 50.0),
-    "bicycle": ClassSpec("vehicle.bicycle", (0.60, 1.70, 1.28), 0.04, 0.5, (2.0, 5.0), (20, 168, 160), 40.0),
-    "pedestrian": ClassSpec("human.pedestrian.adult", (0.67, 0.73, 1.77), 0.18, 0.6, (0.8, 1.7), (222, 150, 108), 30.0),
+    "bus": ClassSpec("vehicle.bus.rigid", (2.94, 10.50, 3.47), 0.03, 0.6, (3.0, 8.0), (186, 34, 150), 65.0, 0.10),
+    "trailer": ClassSpec("vehicle.trailer", (2.90, 12.29, 3.87), 0.03, 0.3, (3.0, 7.0), (124, 72, 36), 55.0, 0.10),
+    "barrier": ClassSpec(
+        "movable_object.barrier", (2.53, 0.50, 0.98), 0.09, 0.0, (0.0, 0.0), (238, 96, 64), 90.0, 0.05
+    ),
+    "motorcycle": ClassSpec(
+        "vehicle.motorcycle", (0.77, 2.11, 1.47), 0.04, 0.6, (3.0, 9.0), (124, 40, 172), 50.0, 0.06
+    ),
+    "bicycle": ClassSpec("vehicle.bicycle", (0.60, 1.70, 1.28), 0.04, 0.5, (2.0, 5.0), (20, 168, 160), 40.0, 0.06),
+    "pedestrian": ClassSpec(
+        "human.pedestrian.adult", (0.67, 0.73, 1.77), 0.18, 0.6, (0.8, 1.7), (222, 150, 108), 30.0, 0.05
+    ),
     "traffic_cone": ClassSpec(
-        "movable_object.trafficcone", (0.41, 0.41, 1.07), 0.06, 0.0, (0.0, 0.0), (255, 104, 8), 120.0
+        "movable_object.trafficcone", (0.41, 0.41, 1.07), 0.06, 0.0, (0.0, 0.0), (255, 104, 8), 120.0, 0.05
     ),
 }
 
@@ -74,6 +84,12 @@ def visibility_token(fraction: float) -> str:
     if fraction < 0.8:
         return "3"
     return "4"
+
+
+def body_lwh(class_name: str, box_lwh: np.ndarray) -> np.ndarray:
+    """The visible body's (length, width, height) [3] inside an annotation box of `box_lwh` [3]."""
+    margin = CLASS_SPECS[class_name].margin
+    return np.asarray(box_lwh, dtype=np.float64) - np.array([2.0 * margin, 2.0 * margin, margin])
 
 
 def class_weights() -> np.ndarray:

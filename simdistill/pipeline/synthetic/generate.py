@@ -1,7 +1,8 @@
 """`make_demo_data`: write a synthetic world in the nuScenes v1.0 layout (DESIGN.md section 3).
 
-out_dir/<version>/*.json (13 tables), out_dir/samples/{CAM_*,LIDAR_TOP}/..., out_dir/maps/<token>.png,
-plus a small marker file that lets a later run recognise (and replace) a world it wrote.
+out_dir/<version>/*.json (13 tables), out_dir/samples/{CAM_*,LIDAR_TOP}/... (key frames),
+out_dir/sweeps/LIDAR_TOP/... (the 20 Hz sweeps between them), out_dir/maps/<token>.png, plus a small marker
+file that lets a later run recognise (and replace) a world it wrote.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,19 +19,21 @@ from nuscenes.utils.splits import create_splits_scenes
 
 from simdistill.config import CLASS_NAMES, WorldConfig, config_to_dict
 from simdistill.errors import DataError
-from simdistill.pipeline.synthetic.classes import CLASS_SPECS, attribute_name, instance_color, visibility_token
-from simdistill.pipeline.synthetic.render import Boxes, cast_lidar, render_camera
-from simdistill.pipeline.synthetic.rig import SensorRig, build_rig, ego_pose_matrix
+from simdistill.pipeline.synthetic.rig import build_rig
+from simdistill.pipeline.synthetic.scene import write_scene
 from simdistill.pipeline.synthetic.tables import CHANNELS, LIDAR_CHANNEL, Tables
-from simdistill.pipeline.synthetic.world import ROAD_EDGES, SceneLayout, build_scene, plan_classes
+from simdistill.pipeline.synthetic.world import (
+    ROAD_EDGES,
+    SAMPLE_PERIOD_S,
+    SceneLayout,
+    build_scene,
+    plan_classes,
+)
 
 MARKER = ".simdistill-world.json"
 OWNED_ENTRIES = ("v1.0-mini", "v1.0-trainval", "samples", "sweeps", "maps", MARKER)
-FIRST_TIMESTAMP = 1_532_402_927_647_951  # [us] first key frame of scene 0; scenes start 1000 s apart
-SCENE_GAP_US = 1_000_000_000
 MAP_RESOLUTION = 0.1  # [m / px], what the devkit's MapMask assumes for the stored PNG
 MAP_MARGIN = 64.0  # [m] around every ego position (the devkit renders up to 40 * sqrt(2) m around the ego)
-JPEG_QUALITY = 90
 MAX_TRAINVAL_SCENES = (700, 150)  # (train, val) scene names the devkit lists
 
 
@@ -46,6 +48,7 @@ class WorldSummary:
     n_annotations: int
     class_counts: dict[str, int] = field(default_factory=dict)  # detection class -> annotations
     mean_lidar_points: float = 0.0  # per key frame
+    n_sweeps: int = 0  # non-key-frame LiDAR sweeps
     seconds: float = 0.0
 
     def to_text(self) -> str:
@@ -54,7 +57,7 @@ class WorldSummary:
             lines.append(f"  {split}: {len(names)} scenes ({', '.join(names)})")
         lines.append(
             f"  {self.n_samples} key frames, {self.n_annotations} annotations, "
-            f"{self.mean_lidar_points:.0f} LiDAR points per key frame"
+            f"{self.mean_lidar_points:.0f} LiDAR points per key frame, {self.n_sweeps} LiDAR sweeps between them"
         )
         lines.append("  annotations per class: " + ", ".join(f"{c} {n}" for c, n in self.class_counts.items()))
         return "\n".join(lines)
@@ -73,11 +76,7 @@ def validate_world(world: WorldConfig) -> None:
             f"world.scenes={world.scenes} but v1.0-mini has only 10 scene names; "
             "set world.scenes <= 10 or world.version=v1.0-trainval"
         )
-    n_val = _n_val(world)
-    if world.version == "v1.0-trainval" and (
-        world.scenes - n_val > MAX_TRAINVAL_SCENES[0] or n_val > MAX_TRAINVAL_SCENES[1]
-    ):
-        raise DataError(f"world.scenes={world.scenes} is more than v1.0-trainval's 850 scene names; lower world.scenes")
+    _check_split_sizes(world)
     if world.samples_per_scene < 2:
         raise DataError(
             f"world.samples_per_scene must be >= 2 (GT velocities need a neighbouring key frame), "
@@ -94,9 +93,28 @@ def validate_world(world: WorldConfig) -> None:
             f"world.lidar_beams must be >= 1 and world.lidar_azimuth_steps >= 16, "
             f"got {world.lidar_beams} and {world.lidar_azimuth_steps}"
         )
+    if world.lidar_hz < 2 or world.lidar_hz % 2:
+        raise DataError(f"world.lidar_hz must be an even number >= 2 (key frames are 2 Hz), got {world.lidar_hz}")
+
+
+def _check_split_sizes(world: WorldConfig) -> None:
+    """DataError unless the train and val scene counts fit the devkit's scene names of `world.version`."""
+    if not 0 <= world.val_scenes < world.scenes:
+        raise DataError(
+            f"world.val_scenes must be >= 0 and below world.scenes={world.scenes} (0 = a fifth), got {world.val_scenes}"
+        )
+    n_val = _n_val(world)
+    train_names, val_names = (8, 2) if world.version == "v1.0-mini" else MAX_TRAINVAL_SCENES
+    if n_val > val_names or world.scenes - n_val > train_names:
+        raise DataError(
+            f"{world.version} has {train_names} train and {val_names} val scene names, but world.scenes={world.scenes} "
+            f"with {n_val} val scenes needs {world.scenes - n_val} and {n_val}; lower world.scenes or world.val_scenes"
+        )
 
 
 def _n_val(world: WorldConfig) -> int:
+    if world.val_scenes:
+        return world.val_scenes
     n_val = max(1, round(0.2 * world.scenes))
     return min(n_val, 2) if world.version == "v1.0-mini" else n_val
 
@@ -161,7 +179,13 @@ class _Progress:
     def __init__(self, enabled: bool, total: int) -> None:
         self.bar = None
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(TextColumn("synthetic world"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
             self.task = self.bar.add_task("world", total=total)
@@ -180,6 +204,40 @@ class _Progress:
             self.bar.stop()
 
 
+@dataclass
+class WorldPlan:
+    """Everything drawn before a file is written: split names, classes and scene layouts (placed in the map)."""
+
+    splits: dict[str, list[str]]  # devkit split name -> scene names, in scene order
+    classes: list[list[str]]  # per scene, per object
+    layouts: list[SceneLayout]
+    map_size: tuple[int, int]  # (width, height) [px]
+    render_rngs: list[np.random.Generator]  # per scene: image and range noise
+
+    @property
+    def names(self) -> list[str]:
+        return [name for names in self.splits.values() for name in names]
+
+
+def plan_world(world: WorldConfig) -> WorldPlan:
+    """The deterministic (by `world.seed`) plan of the world `make_demo_data` writes."""
+    validate_world(world)
+    streams = np.random.SeedSequence(world.seed).spawn(3)
+    rng = np.random.default_rng(streams[0])
+    splits = scene_names(world, rng)
+    classes = plan_classes(rng, world)
+    layout_rngs = [np.random.default_rng(s) for s in streams[1].spawn(world.scenes)]
+    layouts = [build_scene(layout_rngs[i], classes[i], world) for i in range(world.scenes)]
+    layouts, map_size = _place_in_map(layouts)
+    render_rngs = [np.random.default_rng(s) for s in streams[2].spawn(world.scenes)]
+    return WorldPlan(splits=splits, classes=classes, layouts=layouts, map_size=map_size, render_rngs=render_rngs)
+
+
+def sweeps_between(world: WorldConfig) -> int:
+    """Non-key-frame LiDAR sweeps between two key frames."""
+    return world.lidar_hz // round(1.0 / SAMPLE_PERIOD_S) - 1
+
+
 def make_demo_data(out_dir: Path | str, world: WorldConfig, *, progress: bool = True) -> WorldSummary:
     """Generate the synthetic nuScenes world described by `world` under `out_dir` (see module doc)."""
     start = time.perf_counter()
@@ -189,17 +247,7 @@ def make_demo_data(out_dir: Path | str, world: WorldConfig, *, progress: bool = 
     (root / MARKER).write_text(
         json.dumps({"generator": "simdistill make-demo-data", "world": config_to_dict(world)}, indent=1)
     )
-
-    streams = np.random.SeedSequence(world.seed).spawn(3)
-    rng = np.random.default_rng(streams[0])
-    splits = scene_names(world, rng)
-    names = [name for split_names in splits.values() for name in split_names]
-    classes = plan_classes(rng, world)
-    layout_rngs = [np.random.default_rng(s) for s in streams[1].spawn(world.scenes)]
-    render_rngs = [np.random.default_rng(s) for s in streams[2].spawn(world.scenes)]
-    layouts = [build_scene(layout_rngs[i], classes[i], world) for i in range(world.scenes)]
-    layouts, map_size = _place_in_map(layouts)
-
+    plan = plan_world(world)
     rig = build_rig(
         image_width=world.image_width,
         image_height=world.image_height,
@@ -207,135 +255,31 @@ def make_demo_data(out_dir: Path | str, world: WorldConfig, *, progress: bool = 
         lidar_azimuth_steps=world.lidar_azimuth_steps,
     )
     tables = Tables(world.seed)
-    for channel in CHANNELS:
-        (root / "samples" / channel).mkdir(parents=True, exist_ok=True)
-    class_counts = {name: 0 for name in CLASS_NAMES}
+    for folder in [f"samples/{channel}" for channel in CHANNELS] + [f"sweeps/{LIDAR_CHANNEL}"]:
+        (root / folder).mkdir(parents=True, exist_ok=True)
     lidar_points = 0
     with _Progress(progress, world.scenes * world.samples_per_scene) as bar:
-        for i, layout in enumerate(layouts):
-            lidar_points += _write_scene(
-                root, tables, rig, layout, scene=i, name=names[i], rng=render_rngs[i], on_sample=bar.advance
-            )
-            for class_name in classes[i]:
-                class_counts[class_name] += world.samples_per_scene
-
-    map_token = tables.token("map", 0)
-    filename = f"maps/{map_token}.png"
-    write_map(root / filename, layouts, size_px=map_size, max_range=world.max_range)
+        for i, (layout, name) in enumerate(zip(plan.layouts, plan.names, strict=True)):
+            lidar_points += write_scene(
+                root, tables, rig, layout, scene=i, name=name, between=sweeps_between(world), rng=plan.render_rngs[i],
+                on_sample=bar.advance,
+            )  # fmt: skip
+    filename = f"maps/{tables.token('map', 0)}.png"
+    write_map(root / filename, plan.layouts, size_px=plan.map_size, max_range=world.max_range)
     tables.add_map(filename=filename)
     tables.write(root / world.version)
 
     n_samples = world.scenes * world.samples_per_scene
+    per_scene = {name: sum(row.count(name) for row in plan.classes) for name in CLASS_NAMES}
+    class_counts = {name: n * world.samples_per_scene for name, n in per_scene.items()}
     return WorldSummary(
         version=world.version,
         dataroot=str(root),
-        scenes=splits,
+        scenes=plan.splits,
         n_samples=n_samples,
         n_annotations=len(tables.records["sample_annotation"]),
         class_counts=class_counts,
         mean_lidar_points=lidar_points / n_samples,
+        n_sweeps=world.scenes * (world.samples_per_scene - 1) * sweeps_between(world),
         seconds=time.perf_counter() - start,
     )
-
-
-def _write_scene(
-    root: Path,
-    tables: Tables,
-    rig: SensorRig,
-    layout: SceneLayout,
-    *,
-    scene: int,
-    name: str,
-    rng: np.random.Generator,
-    on_sample: Callable[[], None],
-) -> int:
-    """Render and record every key frame of one scene; returns the number of LiDAR points written."""
-    count = len(layout.times)
-    first_timestamp = FIRST_TIMESTAMP + scene * SCENE_GAP_US
-    calibrations = {LIDAR_CHANNEL: (rig.lidar.lidar2ego, None)}
-    calibrations.update({cam.name: (cam.camera2ego, cam.intrinsic) for cam in rig.cameras})
-    logfile = tables.add_log_and_sensors(scene, first_timestamp=first_timestamp, calibrations=calibrations)
-    speed = layout.ego.vs
-    radius = abs(1.0 / layout.road.curvature)
-    description = (
-        f"Synthetic drive at {speed:.1f} m/s on a road curving with radius {radius:.0f} m, "
-        f"{len(layout.objects)} objects"
-    )
-    tables.add_scene(scene, name=name, description=description, n_samples=count)
-
-    n_obj = len(layout.objects)
-    tokens = [tables.add_instance(scene, k, class_name=o.class_name, count=count) for k, o in enumerate(layout.objects)]
-    colors = np.array([instance_color(o.class_name, t) for o, t in zip(layout.objects, tokens, strict=True)])
-    reflectivity = np.array([CLASS_SPECS[o.class_name].reflectivity for o in layout.objects])
-    lwh = np.array([o.lwh for o in layout.objects]).reshape(n_obj, 3)
-    poses = [o.track.pose(layout.road, layout.times) for o in layout.objects]
-    obj_xy = np.array([xy for xy, _ in poses]).reshape(n_obj, count, 2)  # [N, S, 2]
-    obj_yaw = np.array([yaw for _, yaw in poses]).reshape(n_obj, count)  # [N, S]
-    ego_xy, ego_yaw = layout.ego_poses()  # [S, 2], [S]
-    attributes = [attribute_name(o.class_name, moving=o.moving, on_road=o.on_road) for o in layout.objects]
-
-    n_points = 0
-    for index in range(count):
-        timestamp = first_timestamp + int(round(layout.times[index] * 1e6))
-        tables.add_sample(scene, index, count=count, timestamp=timestamp)
-        ego2global = ego_pose_matrix(ego_xy[index], float(ego_yaw[index]))
-        centers = np.concatenate([obj_xy[:, index], lwh[:, 2:] / 2], axis=1)  # [N, 3], resting on z = 0
-        boxes = Boxes(
-            centers=centers, yaws=obj_yaw[:, index], lwh=lwh, colors=colors.reshape(n_obj, 3), reflectivity=reflectivity
-        )
-        visible = np.zeros(n_obj, dtype=np.int64)
-        projected = np.zeros(n_obj, dtype=np.int64)
-        for cam in rig.cameras:
-            rendered = render_camera(cam, ego2global=ego2global, road=layout.road, boxes=boxes, rng=rng)
-            visible += rendered.visible
-            projected += rendered.projected
-            filename = f"samples/{cam.name}/{logfile}__{cam.name}__{timestamp}.jpg"
-            _write_jpeg(root / filename, rendered.image)
-            tables.add_sample_data(
-                scene,
-                index,
-                count=count,
-                channel=cam.name,
-                timestamp=timestamp,
-                ego2global=ego2global,
-                filename=filename,
-                size=(cam.width, cam.height),
-            )
-        sweep = cast_lidar(rig.lidar, ego2global=ego2global, road=layout.road, boxes=boxes, rng=rng)
-        filename = f"samples/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{timestamp}.pcd.bin"
-        sweep.points.tofile(root / filename)
-        n_points += len(sweep.points)
-        tables.add_sample_data(
-            scene,
-            index,
-            count=count,
-            channel=LIDAR_CHANNEL,
-            timestamp=timestamp,
-            ego2global=ego2global,
-            filename=filename,
-        )
-        lidar_counts = np.bincount(sweep.hit_ids[sweep.hit_ids >= 0], minlength=n_obj)
-        for k, obj in enumerate(layout.objects):
-            fraction = visible[k] / projected[k] if projected[k] > 0 else 0.0
-            tables.add_annotation(
-                scene,
-                index,
-                k,
-                count=count,
-                translation=centers[k],
-                wlh=obj.lwh[[1, 0, 2]],
-                yaw=float(obj_yaw[k, index]),
-                attribute=attributes[k],
-                visibility=visibility_token(fraction),
-                num_lidar_pts=int(lidar_counts[k]),
-            )
-        on_sample()
-    return n_points
-
-
-def _write_jpeg(path: Path, image: np.ndarray) -> None:
-    """Write an RGB uint8 image as a JPEG (cv2 wants BGR)."""
-    ok, jpeg = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise DataError(f"could not encode {path.name} as JPEG; check the opencv-python-headless install")
-    path.write_bytes(jpeg.tobytes())

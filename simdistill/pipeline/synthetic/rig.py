@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from simdistill.config import CAMERA_NAMES
-from simdistill.pipeline.synthetic.geometry import make_transform, rotation_from_wxyz, yaw_matrix
+from simdistill.pipeline.geometry import rot_z
+from simdistill.pipeline.synthetic.raycast import make_transform, rotation_from_wxyz
 
 NUSCENES_IMAGE_SIZE = (1600, 900)  # (width, height) the intrinsics below are given for
 
@@ -115,4 +116,4 @@ def build_rig(*, image_width: int, image_height: int, lidar_beams: int, lidar_az
 
 def ego_pose_matrix(xy: np.ndarray, yaw: float) -> np.ndarray:
     """ego2global for an ego origin on the ground plane (z = 0) heading `yaw`."""
-    return make_transform(yaw_matrix(yaw), (float(xy[0]), float(xy[1]), 0.0))
+    return make_transform(rot_z(yaw), (float(xy[0]), float(xy[1]), 0.0))

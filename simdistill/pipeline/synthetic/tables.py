@@ -16,8 +16,12 @@ from typing import Any
 import numpy as np
 
 from simdistill.config import CAMERA_NAMES, CLASS_NAMES
-from simdistill.pipeline.synthetic.classes import ATTRIBUTES, CLASS_SPECS, VISIBILITY_LEVELS
-from simdistill.pipeline.synthetic.geometry import quaternion_wxyz
+from simdistill.pipeline.synthetic.classes import (
+    ATTRIBUTES,
+    CLASS_SPECS,
+    VISIBILITY_LEVELS,
+)
+from simdistill.pipeline.synthetic.raycast import quaternion_wxyz
 
 TABLE_NAMES = (
     "attribute",
@@ -44,6 +48,28 @@ def log_name(timestamp_us: int) -> str:
     """A nuScenes-style log file name ('n015-2018-07-24-11-22-45+0800') for the log's first timestamp."""
     local = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=timestamp_us, hours=8)
     return f"{VEHICLE_NAME}-{local:%Y-%m-%d-%H-%M-%S}+0800"
+
+
+def annotation_box(translation: np.ndarray, wlh: np.ndarray, yaw: float) -> dict[str, list[float]]:
+    """The translation, size (w, l, h) and rotation (w, x, y, z) fields of an upright box, as the table stores them."""
+    c, s = np.cos(yaw / 2.0), np.sin(yaw / 2.0)
+    rotation = [float(c), 0.0, 0.0, float(s)]
+    if rotation[0] < 0:
+        rotation = [-v for v in rotation]
+    return {
+        "translation": [float(v) for v in translation],
+        "size": [float(v) for v in wlh],
+        "rotation": rotation,
+    }
+
+
+def _chain_neighbour(index: int, sweep: int, step: int, *, count: int, between: int) -> tuple[int, int] | None:
+    """(key frame, sweep) one step along a channel's chain of `count` key frames with `between` sweeps after each
+    but the last, or None past either end."""
+    position = index * (between + 1) + sweep + step
+    if not 0 <= position <= (count - 1) * (between + 1):
+        return None
+    return divmod(position, between + 1)
 
 
 class Tables:
@@ -157,6 +183,11 @@ class Tables:
         )
         return token
 
+    def sample_data_token(self, scene: int, index: int, channel: str, sweep: int = 0) -> str:
+        """Key frame `index` (sweep 0), or the sweep-th non-key-frame sweep after it."""
+        key = (scene, index, channel) if sweep == 0 else (scene, index, channel, sweep)
+        return self.token("sample_data", *key)
+
     def add_sample_data(
         self,
         scene: int,
@@ -168,28 +199,34 @@ class Tables:
         ego2global: np.ndarray,
         filename: str,
         size: tuple[int, int] = (0, 0),
-    ) -> None:
-        """A key-frame sample_data record plus its own ego_pose (as in nuScenes: one pose per sample_data)."""
-        token = self.token("sample_data", scene, index, channel)
-        pose_token = self.token("ego_pose", scene, index, channel)
-        self.records["ego_pose"].append(
-            {
-                "token": pose_token,
-                "timestamp": timestamp,
-                "rotation": quaternion_wxyz(ego2global[:3, :3]),
-                "translation": [float(v) for v in ego2global[:3, 3]],
-            }
-        )
-        prev, nxt = self._link("sample_data", scene, index, count, channel)
+        sweep: int = 0,
+        between: int = 0,
+    ) -> dict[str, Any]:
+        """A sample_data record plus its own ego_pose (as in nuScenes: one pose per sample_data); returns the pose.
+
+        Each channel has one prev/next chain per scene: key frame i, its `between` non-key-frame sweeps, key
+        frame i + 1, ... A sweep belongs (sample_token) to the key frame that follows it, as on nuScenes, where the
+        devkit's `get_boxes` interpolates a sweep's boxes between that sample and its `prev`.
+        """
+        key = (scene, index, channel) if sweep == 0 else (scene, index, channel, sweep)
+        pose = {
+            "token": self.token("ego_pose", *key),
+            "timestamp": timestamp,
+            "rotation": quaternion_wxyz(ego2global[:3, :3]),
+            "translation": [float(v) for v in ego2global[:3, 3]],
+        }
+        self.records["ego_pose"].append(pose)
+        links = [_chain_neighbour(index, sweep, step, count=count, between=between) for step in (-1, 1)]
+        prev, nxt = (self.sample_data_token(scene, pos[0], channel, pos[1]) if pos else "" for pos in links)
         self.records["sample_data"].append(
             {
-                "token": token,
-                "sample_token": self.token("sample", scene, index),
-                "ego_pose_token": pose_token,
+                "token": self.sample_data_token(scene, index, channel, sweep),
+                "sample_token": self.token("sample", scene, index if sweep == 0 else index + 1),
+                "ego_pose_token": pose["token"],
                 "calibrated_sensor_token": self.token("calibrated_sensor", scene, channel),
                 "timestamp": timestamp,
                 "fileformat": "pcd" if channel == LIDAR_CHANNEL else "jpg",
-                "is_key_frame": True,
+                "is_key_frame": sweep == 0,
                 "height": size[1],
                 "width": size[0],
                 "filename": filename,
@@ -197,6 +234,11 @@ class Tables:
                 "next": nxt,
             }
         )
+        return pose
+
+    def calibration(self, scene: int, channel: str) -> dict[str, Any]:
+        token = self.token("calibrated_sensor", scene, channel)
+        return next(r for r in reversed(self.records["calibrated_sensor"]) if r["token"] == token)
 
     def add_annotation(
         self,
@@ -205,18 +247,13 @@ class Tables:
         obj: int,
         *,
         count: int,
-        translation: np.ndarray,
-        wlh: np.ndarray,
-        yaw: float,
+        box: dict[str, list[float]],
         attribute: str | None,
         visibility: str,
         num_lidar_pts: int,
     ) -> None:
+        """One sample_annotation; `box` is `annotation_box(...)`, the translation/size/rotation stored."""
         prev, nxt = self._link("sample_annotation", scene, index, count, obj)
-        c, s = np.cos(yaw / 2.0), np.sin(yaw / 2.0)
-        rotation = [float(c), 0.0, 0.0, float(s)]
-        if rotation[0] < 0:
-            rotation = [-v for v in rotation]
         self.records["sample_annotation"].append(
             {
                 "token": self.token("sample_annotation", scene, index, obj),
@@ -224,9 +261,7 @@ class Tables:
                 "instance_token": self.token("instance", scene, obj),
                 "visibility_token": visibility,
                 "attribute_tokens": [] if attribute is None else [self.attribute_token(attribute)],
-                "translation": [float(v) for v in translation],
-                "size": [float(v) for v in wlh],
-                "rotation": rotation,
+                **box,
                 "prev": prev,
                 "next": nxt,
                 "num_lidar_pts": int(num_lidar_pts),

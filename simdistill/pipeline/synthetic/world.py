@@ -16,8 +16,14 @@ import numpy as np
 
 from simdistill.config import CLASS_NAMES, WorldConfig
 from simdistill.errors import DataError
-from simdistill.pipeline.synthetic.classes import CLASS_SPECS, CYCLES, VEHICLES, class_weights
-from simdistill.pipeline.synthetic.geometry import rectangles_overlap, wrap_angle
+from simdistill.pipeline.geometry import wrap_angle
+from simdistill.pipeline.synthetic.classes import (
+    CLASS_SPECS,
+    CYCLES,
+    VEHICLES,
+    class_weights,
+)
+from simdistill.pipeline.synthetic.raycast import rectangles_overlap
 
 SAMPLE_PERIOD_S = 0.5  # key frames are 0.5 s apart, like nuScenes
 LANES_SAME = (0.0, -3.5)
@@ -81,6 +87,15 @@ class Track:
         s = self.s0 + self.vs * times
         d = self.d0 + self.vd * times
         return road.point(s, d), road.heading_at(s) + self.yaw_rel
+
+    def velocity(self, road: Road, times: np.ndarray) -> np.ndarray:
+        """Global velocity [T, 2] at `times` [T]: d/dt of `pose`'s xy (the arc shortens by 1 - curvature * d)."""
+        s = self.s0 + self.vs * np.asarray(times, dtype=np.float64)
+        d = self.d0 + self.vd * np.asarray(times, dtype=np.float64)
+        theta = road.heading_at(s)
+        tangent = np.stack([np.cos(theta), np.sin(theta)], -1)  # [T, 2]
+        normal = np.stack([-np.sin(theta), np.cos(theta)], -1)
+        return (self.vs * (1.0 - road.curvature * d))[:, None] * tangent + self.vd * normal
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Small geometry kernels for the synthetic world: rigid transforms, ray casting, rectangle overlap.
+"""Ray-casting kernels for the synthetic world: rigid transforms, ray/box and ray/ground hits, rectangle overlap.
+
+Box corners, yaw rotations and angle wrapping come from `simdistill.pipeline.geometry` (one owner per fact).
 
 Everything is vectorised numpy over rays (or over time steps) so that a 400x225 camera or a
 32x1084 LiDAR sweep is a handful of array operations per object.
@@ -9,11 +11,7 @@ from __future__ import annotations
 import numpy as np
 from pyquaternion import Quaternion
 
-
-def yaw_matrix(yaw: float) -> np.ndarray:
-    """3x3 rotation about +z by `yaw` radians."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+from simdistill.pipeline.geometry import rot_z
 
 
 def make_transform(rotation: np.ndarray, translation: np.ndarray | tuple[float, ...]) -> np.ndarray:
@@ -37,51 +35,31 @@ def rotation_from_wxyz(wxyz: list[float] | tuple[float, ...]) -> np.ndarray:
     return Quaternion(wxyz).rotation_matrix
 
 
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
-    """Map angles to [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def box_corners(center: np.ndarray, yaw: float, lwh: np.ndarray) -> np.ndarray:
-    """The 8 corners [8, 3] of an upright box; lwh = (length along heading, width, height)."""
-    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
-    local = signs * (np.asarray(lwh) / 2.0)  # [8, 3]
-    return local @ yaw_matrix(yaw).T + center
-
-
-def ray_box_intersect(
+def ray_box_distance(
     origin: np.ndarray,
     dirs: np.ndarray,
     *,
     center: np.ndarray,
     yaw: float,
     half: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Exact ray / oriented-box intersection (slab method in the box's own frame).
 
     origin: [3] ray origin (outside the box), dirs: [N, 3] ray directions (any length, t is in their units).
-    Returns (t [N], normal [N, 3]): entry distance (inf where the ray misses) and the outward normal
-    of the entered face in the input frame (zeros where missed).
+    Returns t [N]: the entry distance, inf where the ray misses. (Which face was hit follows from the hit
+    point, see `looks.body_frame`.)
     """
-    rot = yaw_matrix(yaw)
+    rot = rot_z(yaw)
     o_local = rot.T @ (origin - center)  # [3]
     d_local = dirs @ rot  # [N, 3] (= rot.T @ d per row)
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 1.0 / d_local
         t1 = (-half - o_local) * inv  # [N, 3]
         t2 = (half - o_local) * inv
-    t_min = np.minimum(t1, t2)
-    t_near = t_min.max(axis=1)  # [N]
+    t_near = np.minimum(t1, t2).max(axis=1)  # [N]
     t_far = np.maximum(t1, t2).min(axis=1)
     hit = (t_near <= t_far) & (t_near > 0.0)  # NaN (ray in a face plane) compares False: a miss
-    t = np.where(hit, t_near, np.inf)
-    rows = np.nonzero(hit)[0]
-    axis = t_min[rows].argmax(axis=1)  # the slab entered last is the face hit
-    normal_local = np.zeros((len(rows), 3))
-    normal_local[np.arange(len(rows)), axis] = -np.sign(d_local[rows, axis])
-    normal = np.zeros_like(d_local)
-    normal[rows] = normal_local @ rot.T
-    return t, normal
+    return np.where(hit, t_near, np.inf)
 
 
 def ground_intersect(origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
