@@ -20,10 +20,10 @@ exactly zero. The step: with `quantize_step` 0, each plane's range in 2^bits −
 one step for every plane of the view, s × the standard deviation of the view's array (an MSE over all channels
 loses least for a given size when every channel gets the same error: reverse water-filling), widened only for a
 plane whose range would overflow the codes. Uniform error of step Δ adds about Δ²/12 to an MSE, so s = 0.02 adds
-3.3e-5 of the array's variance. Codes go to blosc without shuffling (one-byte codes) or byte-shuffled (uint16):
-measured smaller than bit-shuffling on a trained paper-size teacher's views (benchmarks/results/store_paper.md). The codec is registered with zarr under `QUANTIZE_CODEC` when this module is
-imported (every reader and writer of the package imports it), and every array's zarr.json names it, so a store
-decodes the way it was written; the store's `codecs` attribute records the mode too.
+3.3e-5 of the array's variance. Codes go to blosc without shuffling (one-byte codes) or byte-shuffled (uint16);
+what each setting stores, in bits per value, is measured by `benchmarks/store_paper.py`. The codec is registered
+with zarr under `QUANTIZE_CODEC` when this module is imported (every reader and writer of the package imports
+it), and every array's zarr.json names it, so a store decodes the way it was written; the store's `codecs` attribute records the mode too.
 """
 
 from __future__ import annotations

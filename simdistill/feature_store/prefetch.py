@@ -10,25 +10,14 @@ Two ways to run the tasks:
   on a local pool of `threads` read-ahead threads (`student_train.loader_threads`, default 2) in this process
   that share one open reader (zarr's reads release the GIL while decompressing; each batch's chunks decode in
   parallel on zarr's own thread pool, so more threads keep more chunks decoding at once: keep `prefetch` >=
-  `threads`, or some threads wait). Chosen by measurement on a demo-size store (64 views,
-  batches of 4 views × all six float16 arrays, 2 CPU cores shared with other jobs):
-      direct synchronous reads                         48.6 ms/batch
-      thread pool, one plain call per batch            37.3 ms/batch
-      dask.delayed per batch, sync scheduler in pool   40.8-45.0 ms/batch   <- chosen
-      dask.delayed per batch, threaded scheduler       70.6-74.8 ms/batch
-      distributed.Client(processes=False), 2 threads   75.4-78.7 ms/batch (10.6 ms per empty task)
-  `dask.compute` blocks its caller, so keeping batches in flight with dask's threaded scheduler
-  needs a thread pool anyway; a delayed task per batch costs a few ms over a bare call and keeps one
-  code path (a Dask task per batch) for the local and the cluster case.
-  This class over 9 interleaved rounds: median 1.20x the direct read rate (range 1.02-2.06x); with a
-  60 ms consumer per batch it takes 83 ms/batch where read-then-consume takes 109 ms.
+  `threads`, or some threads wait). Why a `dask.delayed` task on the synchronous scheduler and not the threaded
+  scheduler or a local `distributed.Client`: the measurements are in benchmarks/results/design_choices.md.
 - `scheduler="tcp://host:port"`: `simdistill.cluster.connect(address)`; each task opens the store inside
   the worker (one cached reader per worker process, with this process's storage options) and ships the
   arrays back; a user error there (a corrupted chunk) comes back as the same one-line StoreError. Workers must be
   started with spawn/forkserver (distributed's default): zarr's event loop does not survive fork,
-  so an open store is never shared across one. Shipping arrays between processes costs: on the same
-  2-core machine one spawned worker reached 0.74x the direct rate; use it where workers sit next
-  to the data, not on the training host.
+  so an open store is never shared across one. Shipping arrays between processes costs (design_choices.md):
+  use it where workers sit next to the data, not on the training host.
 """
 
 from __future__ import annotations
