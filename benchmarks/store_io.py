@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import shutil
 import time
@@ -34,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
+import _paper as P
 import torch
 
-NUSCENES_TRAIN_SAMPLES = 28_130
+NUSCENES_TRAIN_SAMPLES = P.NUSCENES_TRAIN_SAMPLES
 
 
 def export_store(cfg: Any, *, teacher: Path, out: Path) -> tuple[Any, list[dict[str, Any]]]:
@@ -215,30 +215,12 @@ def loss_check(cfg: Any, *, teacher: Path, stores: dict[str, Path], n_views: int
 
 
 # -------------------------------------------------------------------------------------------------
-def paper_world(workdir: Path, samples: int, *, smoke: bool) -> Path:
-    """A 2-scene synthetic world at 1600x900 (1 train scene of `samples` key frames; 200x112 with --smoke);
-    reused when present."""
-    from simdistill.config import WorldConfig, config_to_dict
-    from simdistill.pipeline.synthetic import make_demo_data
-
-    width, height = (200, 112) if smoke else (1600, 900)
-    world = WorldConfig(image_width=width, image_height=height, scenes=2, samples_per_scene=samples)
-    root = workdir / "paper_world"
-    marker = root / ".simdistill-world.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("world") == config_to_dict(world):
-        return root
-    C.log(f"paper: rendering a {width}x{height} world ({samples} train samples) into {root}")
-    shutil.rmtree(root, ignore_errors=True)
-    make_demo_data(root, world, progress=False)
-    return root
-
-
 def paper_size(workdir: Path, *, samples: int, smoke: bool) -> dict[str, Any]:
     from simdistill.config import load_config
     from simdistill.models import build_model
     from simdistill.training.checkpoint import save_checkpoint
 
-    root = paper_world(workdir, samples, smoke=smoke)
+    root = P.paper_world(workdir, scenes=2, samples=samples, smoke=smoke)  # 1 train scene
     cfg = load_config(C.TINY_CONFIG if smoke else C.PAPER_CONFIG, [
         "device=cpu", f"data.dataroot={root}", "data.version=v1.0-mini", "data.train_split=mini_train",
         "data.val_split=mini_val", "data.sweeps=1", "export.workers=1", f"export.views_per_task={samples}"])

@@ -53,6 +53,40 @@ def test_step_time_smoke(bench_workdir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_gpu_suite_smoke_and_ablation_cost(bench_workdir: Path, tmp_path: Path) -> None:
+    """benchmarks/gpu_suite.sh (step_time.py --paper) on the CPU at tiny sizes, then ablation_cost.py on its JSON."""
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_suite.sh"), "--smoke", str(bench_workdir / "gpu")],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"gpu_suite.sh --smoke failed:\n{proc.stderr[-3000:]}"
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(figures["lifts"]) == {"separate", "shared"}
+    assert set(figures["lifts"]["separate"]) == {"a", "b", "e", "d", "t"} and set(figures["lifts"]["shared"]) == set("abed")
+    modes = figures["lifts"]["separate"]
+    assert modes["b"]["prefetcher_used"] and not modes["e"]["prefetcher_used"]
+    assert all("cuda_peak_mb" in m for m in modes.values()) and figures["device"] == "cpu"
+    assert {"b<=0.75d", "b<=1.03e", "rss b<d", "teacher share of (d)"} <= set(figures["ratios"]["shared"])
+    assert set(figures["loader"]["float16"]) == {"1", "2"} and figures["loader"]["cores_for_assumed_gpu"] > 0
+    assert figures["export"]["seconds_per_view_warm"] > 0 and {"sweep", "store_GB"} <= set(figures)
+    saved = tmp_path / "paper.json"
+    saved.write_text(proc.stdout)
+    cost = run_smoke("ablation_cost.py", "--figures", str(saved), "--runs", "2", "--epochs", "3")
+    assert cost["sweep"]["lifts"]["shared"]["online_forwards_per_sample"] == 6
+    assert set(cost["store_GB"]["this run's store"]) == {"K=1", "K=4", "K=8", "MB_per_view"}
+
+
+@pytest.mark.slow
+def test_store_paper_smoke(bench_workdir: Path) -> None:
+    figures = run_smoke("store_paper.py", "--workdir", str(bench_workdir / "store_paper"))
+    settings = figures["settings"]
+    assert "lossless (default)" in settings and "+ lidar_bev" in settings
+    lossless = settings["lossless (default)"]
+    assert lossless["feature_bits_per_value"] > 0 and lossless["within_1pct_to_0.1"]
+    assert set(lossless["loss_rel_diff_max"]["random-init student"]) == {"imd", "cmd", "mmd_f", "mmd_p"}
+    assert figures["loader"]["float16"]["1"]["views_per_cpu_s"] > 0
+
+
+@pytest.mark.slow
 def test_reproduce_smoke(tmp_path: Path) -> None:
     figures = run_smoke("reproduce.py", "--workdir", str(tmp_path / "reproduce"))
     assert {"NDS", "mAP", "targets", "teacher", "rows", "pilot_go"} <= set(figures)

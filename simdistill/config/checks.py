@@ -31,6 +31,7 @@ MACHINE_KEYS: frozenset[str] = frozenset({
     "student_train.checkpoint_every",
     "student_train.prefetch_batches",
     "student_train.loader",
+    "student_train.loader_threads",
     "student_train.eval_every",  # evaluating during training reads the model, never changes it
     "teacher_train.eval_every",
     "student_train.grad_norms_every",  # diagnostics: autograd.grad leaves the parameters' .grad untouched
@@ -137,8 +138,10 @@ def validate(cfg: Config) -> None:
     for loss in cfg.distill.losses:
         if loss not in DISTILL_LOSSES:
             raise ConfigError(f"distill.losses has unknown loss '{loss}'; choose from {', '.join(DISTILL_LOSSES)}")
-    if cfg.student_train.loader not in ("dask", "direct"):
-        raise ConfigError(f"student_train.loader '{cfg.student_train.loader}' is unknown; use dask or direct")
+    if cfg.student_train.loader not in ("dask", "direct", "memory"):
+        raise ConfigError(f"student_train.loader '{cfg.student_train.loader}' is unknown; use dask, direct or memory")
+    if cfg.student_train.loader_threads < 1:
+        raise ConfigError(f"student_train.loader_threads must be >= 1, got {cfg.student_train.loader_threads}")
     if cfg.student_train.online_encoding not in ("raw", "store"):
         raise ConfigError(f"student_train.online_encoding '{cfg.student_train.online_encoding}' is unknown; use raw "
                           "or store")

@@ -219,7 +219,10 @@ class StudentTrainConfig(TrainConfig):
 
     variant: str = "simdistill"  # one of STUDENT_VARIANTS
     prefetch_batches: int = 2  # batches read ahead by the Dask loader
-    loader: str = "dask"  # dask (read-ahead tasks) | direct (synchronous Zarr reads; for comparison)
+    # dask (read-ahead tasks) | direct (synchronous Zarr reads; for comparison) | memory (every view's targets read
+    # once into RAM before the first step: the loader's physical limit, for small stores and benchmarks)
+    loader: str = "dask"
+    loader_threads: int = 2  # batches the local Dask loader reads at once (each decodes its chunks in parallel)
     # Train-time only: supervise every depth net of the student with the view's key-frame LiDAR depth (BEVDepth's
     # BCE on the nearest point per feature patch). The same for baseline and SimDistill; the deployed student
     # still takes images and calibration only.
@@ -258,6 +261,14 @@ class StoreFormatConfig:
     # loss of a near-converged student by ~10 % (benchmarks/store_io.py); it is ~1 bit/value lossless anyway.
     lossy_arrays: tuple[str, ...] = ("cam_bev", "fused_bev")
     compact_boxes: bool = True  # keep box regressions only at GT centres (all MMD-P reads)
+    # Per-plane integer quantisation (codecs.PlaneQuantizeCodec): 0 = off; else every H×W plane of quantize_arrays
+    # is stored as `quantize_bits`-bit codes with its own scale and zero point (error <= half a step).
+    quantize_bits: int = 0
+    # The step: 0 = each plane's range / (2^bits - 1); > 0 = this × the std of the view's array, for every plane
+    # (equal error per channel: adds ~step²/12 of the variance to an MSE; widened only where a plane's codes would
+    # overflow quantize_bits, so use 16 bits with it).
+    quantize_step: float = 0.0
+    quantize_arrays: tuple[str, ...] = ("cam_bev", "fused_bev", "heatmap")
 
 
 @dataclass

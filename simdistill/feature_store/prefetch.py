@@ -7,26 +7,17 @@
 
 Two ways to run the tasks:
 - `scheduler=None`: each batch is one `dask.delayed` task, computed by Dask's synchronous scheduler
-  on a local pool of 2 read-ahead threads in this process that share one open reader (zarr's reads
-  release the GIL while decompressing). Chosen by measurement on a demo-size store (64 views,
-  batches of 4 views × all six float16 arrays, 2 CPU cores shared with other jobs):
-      direct synchronous reads                         48.6 ms/batch
-      thread pool, one plain call per batch            37.3 ms/batch
-      dask.delayed per batch, sync scheduler in pool   40.8-45.0 ms/batch   <- chosen
-      dask.delayed per batch, threaded scheduler       70.6-74.8 ms/batch
-      distributed.Client(processes=False), 2 threads   75.4-78.7 ms/batch (10.6 ms per empty task)
-  `dask.compute` blocks its caller, so keeping batches in flight with dask's threaded scheduler
-  needs a thread pool anyway; a delayed task per batch costs a few ms over a bare call and keeps one
-  code path (a Dask task per batch) for the local and the cluster case.
-  This class over 9 interleaved rounds: median 1.20x the direct read rate (range 1.02-2.06x); with a
-  60 ms consumer per batch it takes 83 ms/batch where read-then-consume takes 109 ms.
+  on a local pool of `threads` read-ahead threads (`student_train.loader_threads`, default 2) in this process
+  that share one open reader (zarr's reads release the GIL while decompressing; each batch's chunks decode in
+  parallel on zarr's own thread pool, so more threads keep more chunks decoding at once: keep `prefetch` >=
+  `threads`, or some threads wait). Why a `dask.delayed` task on the synchronous scheduler and not the threaded
+  scheduler or a local `distributed.Client`: the measurements are in benchmarks/results/design_choices.md.
 - `scheduler="tcp://host:port"`: `simdistill.cluster.connect(address)`; each task opens the store inside
   the worker (one cached reader per worker process, with this process's storage options) and ships the
   arrays back; a user error there (a corrupted chunk) comes back as the same one-line StoreError. Workers must be
   started with spawn/forkserver (distributed's default): zarr's event loop does not survive fork,
-  so an open store is never shared across one. Shipping arrays between processes costs: on the same
-  2-core machine one spawned worker reached 0.74x the direct rate; use it where workers sit next
-  to the data, not on the training host.
+  so an open store is never shared across one. Shipping arrays between processes costs (design_choices.md):
+  use it where workers sit next to the data, not on the training host.
 """
 
 from __future__ import annotations
@@ -47,15 +38,17 @@ from simdistill.feature_store.storage import (
     use_storage_options,
 )
 
-LOCAL_THREADS = 2
+LOCAL_THREADS = 2  # default read-ahead threads (student_train.loader_threads)
 
 _WORKER_READERS: dict[str, FeatureStoreReader] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def read_batch(reader: FeatureStoreReader, views: Sequence[int], arrays: Sequence[str]) -> dict[str, np.ndarray]:
-    """Synchronous batch read (the "direct Zarr reads" the prefetcher is compared with)."""
-    return reader.read_views(views, arrays)
+def read_batch(reader: FeatureStoreReader, views: Sequence[int], arrays: Sequence[str], *,
+               float32: bool = True) -> dict[str, np.ndarray]:
+    """Synchronous batch read (the "direct Zarr reads" the prefetcher is compared with); `float32=False` keeps
+    float16 features as stored."""
+    return reader.read_views(views, arrays, float32=float32)
 
 
 def _worker_reader(url: str) -> FeatureStoreReader:
@@ -66,14 +59,16 @@ def _worker_reader(url: str) -> FeatureStoreReader:
         return _WORKER_READERS[url]
 
 
-def _remote_read(url: str, views: list[int], arrays: list[str], options: dict[str, Any]) -> dict[str, np.ndarray]:
+def _remote_read(url: str, views: list[int], arrays: list[str], options: dict[str, Any],
+                 float32: bool = True) -> dict[str, np.ndarray]:
     """The task a cluster worker runs for one batch (`options`: the client's storage options)."""
     use_storage_options(options)
-    return read_batch(_worker_reader(url), views, arrays)
+    return read_batch(_worker_reader(url), views, arrays, float32=float32)
 
 
 class TargetPrefetcher:
-    """Iterates {array: [B, ...] float32} for each batch of view indices, in batch order."""
+    """Iterates {array: [B, ...] float32} for each batch of view indices, in batch order (`float32=False`: the
+    float16 features as stored, for a consumer that converts them itself, e.g. on its GPU: half the host work)."""
 
     def __init__(
         self,
@@ -83,19 +78,24 @@ class TargetPrefetcher:
         batches: Iterable[Sequence[int]],
         prefetch: int = 2,
         scheduler: str | None = None,
+        threads: int = LOCAL_THREADS,
+        float32: bool = True,
     ) -> None:
         if prefetch < 1:
             raise StoreError(f"prefetch must be >= 1 batch, got {prefetch}; set student_train.prefetch_batches")
+        if threads < 1:
+            raise StoreError(f"threads must be >= 1, got {threads}; set student_train.loader_threads")
         self.url = str(url)
         self.arrays = list(arrays)
         self.prefetch = prefetch
+        self.float32 = float32
         self._batches = iter(batches)
         self._reader = open_store(self.url, arrays=self.arrays)  # fail early: missing store or arrays
         self._pending: collections.deque[Any] = collections.deque()
         self._client = None
         self._pool: ThreadPoolExecutor | None = None
         if scheduler is None:
-            self._pool = ThreadPoolExecutor(max_workers=LOCAL_THREADS, thread_name_prefix="simdistill-prefetch")
+            self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simdistill-prefetch")
         else:
             from simdistill.cluster import connect
 
@@ -107,10 +107,10 @@ class TargetPrefetcher:
             from simdistill.cluster import quiet_task
 
             return self._client.submit(quiet_task, _remote_read, self.url, vs, self.arrays,
-                                       applied_storage_options(), pure=False)
+                                       applied_storage_options(), self.float32, pure=False)
         if self._pool is None:
             raise StoreError("this TargetPrefetcher is closed; create a new one for another pass")
-        task = dask.delayed(read_batch, pure=False)(self._reader, vs, self.arrays)
+        task = dask.delayed(read_batch, pure=False)(self._reader, vs, self.arrays, float32=self.float32)
         return self._pool.submit(task.compute, scheduler="sync")
 
     def _fill(self) -> None:

@@ -80,8 +80,10 @@ class FeatureStoreReader:
         """One view: name → array without the V axis (float16 features come back as float32)."""
         return {name: x[0] for name, x in self.read_views([v], arrays).items()}
 
-    def read_views(self, vs: Sequence[int], arrays: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Several views: name → [len(vs), ...] in the order of `vs` (float16 features as float32)."""
+    def read_views(self, vs: Sequence[int], arrays: Sequence[str] | None = None, *,
+                   float32: bool = True) -> dict[str, np.ndarray]:
+        """Several views: name → [len(vs), ...] in the order of `vs` (float16 features as float32, or as stored
+        with `float32=False`: half the bytes, converted where they are used, e.g. on a GPU)."""
         names = list(arrays) if arrays is not None else [n for n in self.available if n != "done"]
         self.require(names)
         idx = np.asarray(vs, dtype=np.int64).reshape(-1)
@@ -94,7 +96,8 @@ class FeatureStoreReader:
         except Exception:  # noqa: BLE001 - find which chunk is bad, then report it precisely
             self._raise_corrupted(idx, names)
             raise
-        return {n: (x.astype(np.float32) if x.dtype == np.float16 else np.asarray(x)) for n, x in zip(names, raw)}
+        return {n: (x.astype(np.float32) if float32 and x.dtype == np.float16 else np.asarray(x))
+                for n, x in zip(names, raw)}
 
     # -------------------------------------------------------------------------------------------
     def _check_done(self, idx: np.ndarray) -> None:

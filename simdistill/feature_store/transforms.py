@@ -16,7 +16,13 @@ import numpy as np
 
 from simdistill.config import StoreFormatConfig
 from simdistill.errors import StoreError
-from simdistill.feature_store.codecs import FLOAT16_MAX, lossy_arrays, lossy_max_abs
+from simdistill.feature_store.codecs import (
+    FLOAT16_MAX,
+    lossy_arrays,
+    lossy_max_abs,
+    quantize_roundtrip,
+    quantized_arrays,
+)
 from simdistill.feature_store.schema import FEATURE_ARRAYS, view_shape
 
 
@@ -129,16 +135,19 @@ def prepare_view(
 
 def stored_values(view: TeacherView, *, sizes: dict[str, int], store_format: StoreFormatConfig) -> dict[str, np.ndarray]:
     """What a store of `store_format` would give back for this view: the storage transforms, float16 and (in lossy
-    mode) bit-rounding applied, as float32 arrays like `FeatureStoreReader.read_views` returns. An online teacher
-    whose targets pass through this is bit for bit the cached teacher."""
+    mode) bit-rounding or per-plane quantisation applied, as float32 arrays like `FeatureStoreReader.read_views`
+    returns. An online teacher whose targets pass through this is bit for bit the cached teacher."""
     from numcodecs import BitRound
 
     lossy = {name: store_format.lossy_keepbits for name in lossy_arrays(store_format)}
+    quantized = quantized_arrays(store_format)
     values = prepare_view(view, 0, sizes=sizes, compact=store_format.compact_boxes, lossy=lossy)
     out = {}
     for name in FEATURE_ARRAYS:
         x = values[name]
         if name in lossy:
             x = BitRound(keepbits=lossy[name]).decode(BitRound(keepbits=lossy[name]).encode(x)).reshape(x.shape)
+        if name in quantized:
+            x = quantize_roundtrip(x, store_format.quantize_bits, store_format.quantize_step)  # the planes of one view's chunk
         out[name] = np.asarray(x, dtype=np.float16).astype(np.float32)
     return out

@@ -23,6 +23,8 @@ from simdistill.student_train.view_plan import ViewPlan
 from simdistill.teacher_export.teacher_loader import load_teacher
 from simdistill.teacher_export.view_arrays import teacher_view_arrays
 
+MEMORY_READ_VIEWS = 4  # views per read while loader=memory fills RAM
+
 
 class NoTargets:
     """GT-only training: no teacher targets."""
@@ -34,7 +36,9 @@ class NoTargets:
 
 
 class StoreTargets:
-    """Teacher targets streamed from a Zarr store by the Dask prefetcher (one task per batch)."""
+    """Teacher targets streamed from a Zarr store by the Dask prefetcher (one task per batch), read synchronously
+    (`student_train.loader=direct`), or read once into RAM (`loader=memory`: every view of the store, decoded, in
+    its stored dtype, float16 for features: 43 MB per view at paper size; batches as the Dask loader yields them)."""
 
     def __init__(self, url: str, cfg: Config, arrays: list[str], *, scheduler: str | None = None,
                  expected_tokens: Sequence[str] | None = None) -> None:
@@ -47,6 +51,8 @@ class StoreTargets:
         self.scheduler = scheduler
         self.prefetch = cfg.student_train.prefetch_batches
         self.loader = cfg.student_train.loader
+        self.threads = cfg.student_train.loader_threads
+        self._memory: dict[str, np.ndarray] | None = None
         reader = open_store(url, expect=cfg)
         reader.require(arrays)
         done = reader.done_views()
@@ -64,25 +70,57 @@ class StoreTargets:
         self.plan = ViewPlan(meta["aug"].astype(np.float32), meta["sample_index"].astype(np.int64),
                              int(reader.attrs["views_per_sample"]))
         self.teacher_sha256 = str(reader.attrs["teacher"]["checkpoint_sha256"])
+        if self.loader == "memory" and arrays:
+            self.in_memory()  # before the first step, so no step waits for it
 
     def iterate(self, view_batches: list[list[int]], device: torch.device) -> Iterator[TeacherTargets]:
-        """The targets of each batch of view ids, in order."""
+        """The targets of each batch of view ids, in order. For a CPU student the loader hands float32 over (its
+        threads convert); for a GPU student float16 as stored, converted on the device (half the host work)."""
         from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
 
+        float32 = device.type == "cpu"
         if self.loader == "direct":  # synchronous reads in the training loop (the comparison baseline)
             reader = open_store(self.url, arrays=self.arrays)
             for views in view_batches:
-                yield TeacherTargets.from_arrays(read_batch(reader, views, self.arrays), device)
+                yield _targets(read_batch(reader, views, self.arrays, float32=float32), device)
+            return
+        if self.loader == "memory":  # no I/O and no decoding left in the loop: the loader's physical limit
+            held = self.in_memory()
+            for views in view_batches:
+                idx = np.asarray(views, dtype=np.int64)
+                yield _targets({k: x[idx] for k, x in held.items()}, device)
             return
         with TargetPrefetcher(self.url, arrays=self.arrays, batches=view_batches, prefetch=self.prefetch,
-                              scheduler=self.scheduler) as prefetcher:
+                              scheduler=self.scheduler, threads=self.threads, float32=float32) as prefetcher:
             for arrays in prefetcher:
-                yield TeacherTargets.from_arrays(arrays, device)
+                yield _targets(arrays, device)
+
+    def in_memory(self) -> dict[str, np.ndarray]:
+        """Every view's arrays, read once (on first use) in their stored dtype: name → [V, ...] (float16 features
+        become float32 per batch, as the other loaders hand them over)."""
+        from simdistill.feature_store import open_store
+
+        if self._memory is None:
+            reader = open_store(self.url, arrays=self.arrays)
+            parts: dict[str, list[np.ndarray]] = {name: [] for name in self.arrays}
+            for start in range(0, reader.n_views, MEMORY_READ_VIEWS):
+                views = list(range(start, min(start + MEMORY_READ_VIEWS, reader.n_views)))
+                for name, x in reader.read_views(views, self.arrays, float32=False).items():
+                    parts[name].append(x)
+            self._memory = {name: np.concatenate(xs) for name, xs in parts.items()}
+        return self._memory
 
     def attach(self, view_batches: list[list[int]], inputs: Iterator[Batch],
                device: torch.device) -> Iterator[tuple[Batch, TeacherTargets]]:
         for batch, targets in zip(inputs, self.iterate(view_batches, device)):
             yield batch.to(device), targets
+
+
+def _targets(arrays: dict[str, np.ndarray], device: torch.device) -> TeacherTargets:
+    """A batch's arrays as float32 targets on `device`; float16 arrays are converted there (after the copy)."""
+    on_device = {k: torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True).float()
+                 for k, x in arrays.items()}
+    return TeacherTargets.from_arrays(on_device, device)
 
 
 class OnlineTeacher:
