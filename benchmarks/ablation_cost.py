@@ -1,7 +1,7 @@
 """The ablation sweep, end to end (issue #16): what N student runs of E epochs cost with an online teacher
 against one export of K views per sample, from measured per-view costs. Arithmetic only; never run in CI.
 
-    python benchmarks/ablation_cost.py --figures benchmarks/results/step_time_paper.json
+    python benchmarks/ablation_cost.py --figures benchmarks/results/step_time_paper.txt
     python benchmarks/ablation_cost.py --figures F.json --codecs benchmarks/results/store_paper.json --runs 6 --epochs 20
 
 --figures: the JSON line of `step_time.py --paper` (its last stdout line; the file's last line is read). It gives,
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
+from _paper import NUSCENES_TRAIN_SAMPLES
 
-NUSCENES_TRAIN_SAMPLES = 28_130
 STORE_K = (1, 4, 8)
 
 
