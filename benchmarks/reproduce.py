@@ -1,27 +1,32 @@
-"""Does cached SimDistill deliver the paper's gain? The synthetic benchmark: baseline vs SimDistill, and ablations.
+"""Does cached SimDistill deliver the paper's gain? The factorial on a dev split, then the seeded verdict on val.
 
-One world, one teacher, one export; then every row trains a camera student from that single store (same views,
-same schedule), each in its own subprocess so its wall time and peak RSS are its own, with a val evaluation every
-`student_train.eval_every` steps (a learning curve) and per-term gradient norms in its log. Rows:
+One world, one pretrained image backbone, one teacher, one export; then every row trains a camera student from
+that single store (same views, same schedule), each in its own subprocess so its wall time and peak RSS are its
+own, with a learning curve (`student_train.eval_every`) and per-term gradient norms in its log. Two protocols:
 
-    pilot     baseline and full SimDistill at the first seed (the go/no-go: does the baseline learn at all?)
-    main      baseline and full SimDistill at every --seeds (mean +- std and the same-seed differences)
-    ablation  +IMD, +IMD+CMD, +IMD+CMD+MMD-F, full without GCM (first seed)
-    extra     full with the online teacher, and the depth supervision switched the other way for baseline and
-              full (first seed)
+    P1  the paper's: no depth supervision in either arm
+    P2  LiDAR depth supervision (train-time only) in both arms
 
-Rows run --jobs at a time (default 2), each with `threads` = 1: on a 2-core machine two single-thread runs take
+Row sets (each row runs under every --protocols unless it names its own):
+
+    factorial  on dev, first seed: baseline; the two-branch student with GT only (the architecture alone); full;
+               full minus each term (leave-one-out); full without the GCM
+    options    on dev, first seed: full with foreground-normalised IMD/MMD-F, with a zero-initialised GCM output,
+               without MMD-P's box term
+    verdict    on val, every --seeds: baseline and full
+    released   on val, first seed, P1: the released code's student, whose lift reads LiDAR depth at training and at
+               test (NOT camera-only), so the table shows what the paper's number includes
+
+Rows run --jobs at a time (default 2), each with one torch thread: on a 2-core machine two single-thread runs take
 about the time of two sequential two-thread runs, and a single-thread run does not stall when another process
-takes a core (two-thread OpenMP steps did, several times over).
+takes a core. Finished rows are reused (their run folder holds row.json), so an interrupted invocation, or one in a
+later session, trains only what is missing; the report always merges every finished row of the workdir:
+RESULTS/factorial.md (dev), RESULTS/verdict.md (val), RESULTS/verdict.json (one record per finished run),
+RESULTS/learning_curves.png and RESULTS/paired_differences.png, and the JSON figures as the last line on stdout.
 
-Finished rows are reused (their run folder holds row.json), so `--rows main` after `--rows pilot` trains only the
-new seeds, and the report always merges every finished row of the workdir into one table:
-benchmarks/results/reproduce.md, reproduce.png (bars) and learning_curves.png, plus the JSON figures as the last
-line on stdout. The targets (DESIGN.md §9) are printed with whether each is met.
-
-    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows pilot
-    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows main
-    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows ablation
+    python benchmarks/reproduce.py --rows factorial            # configs/bench_fast.yaml, both protocols, dev
+    python benchmarks/reproduce.py --rows verdict,released     # val, 5 seeds per arm
+    python benchmarks/reproduce.py --config configs/bench.yaml --rows verdict --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -39,48 +44,57 @@ from typing import Any
 import _reproduce_report as report
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 FULL = "imd,cmd,mmd_f,mmd_p"
-ROW_SETS = ("pilot", "main", "ablation", "extra")
+PROTOCOLS = {"P1": ["student_train.depth_supervision=false"], "P2": ["student_train.depth_supervision=true"]}
+ROW_SETS = ("factorial", "options", "verdict", "released")
+TERM_NAMES = {"imd": "IMD", "cmd": "CMD", "mmd_f": "MMD-F", "mmd_p": "MMD-P"}
+
+# label -> (variant, losses, extra CLI arguments, extra --set overrides)
+ROWS: dict[str, tuple[str, str, list[str], list[str]]] = {
+    report.BASELINE: ("baseline", "none", [], []),
+    report.ARCH_ONLY: ("simdistill", "none", [], []),
+    report.FULL: ("simdistill", FULL, [], []),
+    **{f"full − {TERM_NAMES[t]}": ("simdistill", ",".join(x for x in FULL.split(",") if x != t), [], [])
+       for t in TERM_NAMES},
+    "full, no GCM": ("simdistill", FULL, ["--no-gcm"], []),
+    "full, foreground-normalised": ("simdistill", FULL, [], ["distill.feature_normalization=foreground"]),
+    "full, GCM zero-init output": ("simdistill", FULL, [], ["model.gcm.zero_init_output=true"]),
+    "full, no MMD-P box term": ("simdistill", FULL, [], ["distill.mmd_p_box_weight=0"]),
+    report.RELEASED: ("simdistill", FULL, [], ["model.student_depth_input=true"]),
+}
+FACTORIAL = [report.BASELINE, report.FULL, report.ARCH_ONLY, *[f"full − {n}" for n in TERM_NAMES.values()],
+             "full, no GCM"]
+OPTIONS = ["full, foreground-normalised", "full, GCM zero-init output", "full, no MMD-P box term"]
 
 
 def log(msg: str) -> None:
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def row(label: str, variant: str, losses: str, seed: int, *, extra: list[str] | None = None,
-        sets: list[str] | None = None) -> dict[str, Any]:
-    return dict(label=label, variant=variant, losses=losses, seed=seed, extra=list(extra or []),
-                sets=list(sets or []))
+def row(label: str, protocol: str, split: str, seed: int) -> dict[str, Any]:
+    variant, losses, extra, sets = ROWS[label]
+    return dict(row=label, protocol=protocol, split=split, seed=seed, variant=variant, losses=losses,
+                extra=list(extra), sets=[*PROTOCOLS[protocol], f"data.eval_split={split}", *sets])
 
 
-def rows(which: str, seeds: list[int], depth_default: bool) -> list[dict[str, Any]]:
-    """The rows of one set; each row is (label, variant, losses, seed, extra CLI args, extra --set overrides)."""
+def rows(which: str, seeds: list[int], protocols: list[str]) -> list[dict[str, Any]]:
+    """The rows of one set, ordered so that each pair run side by side compares like with like."""
     s0 = seeds[0]
-    if which == "pilot":
-        return [row("baseline (GT only)", "baseline", "none", s0), row("full SimDistill (cached)", "simdistill", FULL, s0)]
-    if which == "main":
-        return [row("baseline (GT only)", "baseline", "none", s) for s in seeds] + \
-               [row("full SimDistill (cached)", "simdistill", FULL, s) for s in seeds]
-    if which == "ablation":
-        return [
-            row("+IMD", "simdistill", "imd", s0),
-            row("+IMD+CMD", "simdistill", "imd,cmd", s0),
-            row("+IMD+CMD+MMD-F", "simdistill", "imd,cmd,mmd_f", s0),
-            row("full without GCM", "simdistill", FULL, s0, extra=["--no-gcm"]),
-        ]
-    flipped = [f"student_train.depth_supervision={str(not depth_default).lower()}"]
-    depth_label = "without" if depth_default else "with"
-    return [
-        row("full, online teacher", "simdistill", FULL, s0, extra=["--online-teacher"]),
-        row(f"baseline, {depth_label} depth supervision", "baseline", "none", s0, sets=flipped),
-        row(f"full, {depth_label} depth supervision", "simdistill", FULL, s0, sets=flipped),
-    ]
+    if which == "factorial":  # baseline and full of each protocol first: the pair the schedule was sized on
+        first = [row(label, p, "dev", s0) for p in protocols for label in FACTORIAL[:2]]
+        return first + [row(label, p, "dev", s0) for label in FACTORIAL[2:] for p in protocols]
+    if which == "options":
+        return [row(label, p, "dev", s0) for label in OPTIONS for p in protocols]
+    if which == "verdict":
+        return [row(label, p, "val", s) for s in seeds for p in protocols for label in (report.BASELINE, report.FULL)]
+    return [row(report.RELEASED, "P1", "val", s0)]
 
 
 def run_dir_name(r: dict[str, Any]) -> str:
-    slug = "".join(c if c.isalnum() else "_" for c in r["label"]).strip("_").replace("__", "_")
-    return f"{slug}_seed{r['seed']}"
+    slug = "".join(c if c.isalnum() else "_" for c in r["row"]).strip("_")
+    while "__" in slug:
+        slug = slug.replace("__", "_")
+    return f"{r['protocol']}_{r['split']}_{slug}_seed{r['seed']}"
 
 
 def cli(config: Path, overrides: list[str]) -> list[str]:
@@ -104,12 +118,23 @@ def run_measured(cmd: list[str], log_file: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024.0
 
 
+def _stage(name: str, done: bool, run: Any) -> None:
+    if done:
+        return
+    log(f"{name}: running")
+    t0 = time.perf_counter()
+    run()
+    log(f"{name}: {time.perf_counter() - t0:.0f} s")
+
+
 def prepare(config: Path, workdir: Path, overrides: list[str]) -> tuple[list[str], Path, str, dict[str, Any]]:
-    """World, teacher, export (each skipped when done). Returns (overrides, teacher ckpt, store, teacher metrics)."""
+    """World, pretrained backbone, teacher, export (each skipped when done). Returns (overrides with the data and
+    backbone paths, teacher checkpoint, store URL, teacher metrics on val)."""
     from simdistill.config import config_to_dict, load_config
     from simdistill.evaluation.run import evaluate_run
     from simdistill.pipeline.synthetic import make_demo_data
     from simdistill.teacher_export.export import export_teacher
+    from simdistill.training.backbone_pretrain import pretrain_backbone
     from simdistill.training.teacher_trainer import train_teacher
 
     dataroot = workdir / "data"
@@ -118,21 +143,26 @@ def prepare(config: Path, workdir: Path, overrides: list[str]) -> tuple[list[str
     cfg = load_config(config, overrides)
     marker = workdir / "world_config.json"
     wanted = json.dumps(config_to_dict(cfg.world), sort_keys=True)
-    if not (marker.exists() and marker.read_text() == wanted):
-        log("world: generating")
-        t0 = time.perf_counter()
+
+    def world() -> None:
         make_demo_data(dataroot, cfg.world, progress=False)
         marker.write_text(wanted)
-        log(f"world: {time.perf_counter() - t0:.0f} s")
+
+    _stage("world", marker.exists() and marker.read_text() == wanted, world)
+    backbone = workdir / "pretrain" / "backbone.pt"
+    _stage("pretrain-backbone", backbone.exists(), lambda: pretrain_backbone(cfg, out_dir=backbone.parent,
+                                                                             progress=False))
+    overrides = overrides + [f"model.backbone.pretrained={backbone}"]
+    cfg = load_config(config, overrides)
     teacher_dir = workdir / "teacher"
-    if not (teacher_dir / "teacher.pt").exists() or not (teacher_dir / "metrics.json").exists():
-        log("teacher: training")
-        t0 = time.perf_counter()
+
+    def teacher() -> None:
         result = train_teacher(cfg, out_dir=teacher_dir, progress=False)
-        evaluate_run(result.model, cfg, teacher_dir)
-        (teacher_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+        evaluate_run(result.model, cfg, teacher_dir, split="val")
+
+    _stage("teacher", (teacher_dir / "teacher.pt").exists() and (teacher_dir / "metrics.json").exists(), teacher)
     store = str(workdir / "teacher_store.zarr")
-    log("export: running (resumes)")
+    log("export: running (resumes; finished views are skipped)")
     export_teacher(cfg, checkpoint=teacher_dir / "teacher.pt", out=store, progress=False)
     return overrides, teacher_dir / "teacher.pt", store, json.loads((teacher_dir / "metrics.json").read_text())
 
@@ -141,22 +171,23 @@ def train_row(r: dict[str, Any], *, config: Path, overrides: list[str], workdir:
               store: str) -> dict[str, Any]:
     out = workdir / "runs" / run_dir_name(r)
     result_file = out / "row.json"
+    name = f"{r['protocol']} {r['split']} {r['row']} (seed {r['seed']})"
     if result_file.exists():
-        log(f"{r['label']} (seed {r['seed']}): done before, reused")
+        log(f"{name}: done before, reused")
         return json.loads(result_file.read_text())
     extra = ["--online-teacher", str(teacher)] if r["extra"] == ["--online-teacher"] else list(r["extra"])
     cmd = [sys.executable, "-m", "simdistill", "train-student", "--out", str(out), "--store", store,
            "--variant", r["variant"], "--losses", r["losses"], *extra,
            *cli(config, overrides + [f"seed={r['seed']}"] + r["sets"])]
-    log(f"{r['label']} (seed {r['seed']}): training")
+    log(f"{name}: training")
     wall, rss = run_measured(cmd, out.parent / f"{out.name}.log")
     log_lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
-    record = {**r, "metrics": json.loads((out / "metrics.json").read_text()), "wall_seconds": wall,
-              "train_seconds": sum(x["step_seconds"] for x in log_lines), "peak_rss_mb": rss,
-              "steps": log_lines[-1]["step"], "run_dir": str(out)}
+    metrics = json.loads((out / "metrics.json").read_text())
+    record = {**r, "mAP": metrics["mAP"], "NDS": metrics["NDS"], "steps": log_lines[-1]["step"], "metrics": metrics,
+              "wall_seconds": wall, "train_seconds": sum(x["step_seconds"] for x in log_lines), "peak_rss_mb": rss,
+              "run_dir": str(out.relative_to(workdir))}
     result_file.write_text(json.dumps(record, indent=2))
-    log(f"{r['label']} (seed {r['seed']}): NDS {record['metrics']['NDS']:.4f} mAP {record['metrics']['mAP']:.4f} "
-        f"in {wall / 60:.1f} min")
+    log(f"{name}: NDS {record['NDS']:.4f} mAP {record['mAP']:.4f} in {wall / 60:.1f} min")
     return record
 
 
@@ -166,55 +197,61 @@ def finished_rows(workdir: Path) -> list[dict[str, Any]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "bench.yaml")
-    parser.add_argument("--workdir", type=Path, default=REPO / "bench_work" / "reproduce")
-    parser.add_argument("--rows", default="pilot", help=f"comma list of {', '.join(ROW_SETS)} (default pilot)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "bench_fast.yaml")
+    parser.add_argument("--workdir", type=Path, default=None, help="default bench_work/<config name>")
+    parser.add_argument("--results", type=Path, default=None, help="default benchmarks/results/<config name>")
+    parser.add_argument("--rows", default="factorial", help=f"comma list of {', '.join(ROW_SETS)} (default factorial)")
+    parser.add_argument("--protocols", default="P2,P1", help="comma list of P1, P2 (default P2,P1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where the table and charts go")
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at the same time, one thread each")
-    parser.add_argument("--smoke", action="store_true", help="configs/tiny.yaml, one epoch, the pilot rows and the "
-                        "online row, results in --workdir: checks the script runs (the test suite runs it)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; rewrite the report from the "
+                        "finished rows")
+    parser.add_argument("--smoke", action="store_true", help="configs/tiny.yaml, one epoch per stage, a few rows of "
+                        "each kind, results in --workdir: checks the script runs (the test suite runs it)")
     args = parser.parse_args()
-    unknown = [r for r in args.rows.split(",") if r not in ROW_SETS]
-    if unknown:
-        raise SystemExit(f"error: --rows {args.rows}: unknown set {unknown[0]}; choose from {', '.join(ROW_SETS)}")
+    sets, protocols = args.rows.split(","), args.protocols.split(",")
+    for given, allowed, what in ((sets, ROW_SETS, "--rows"), (protocols, tuple(PROTOCOLS), "--protocols")):
+        unknown = [x for x in given if x not in allowed]
+        if unknown:
+            raise SystemExit(f"error: {what}: unknown {unknown[0]!r}; choose from {', '.join(allowed)}")
+    args.row_sets, args.protocol_list = sets, protocols
+    name = args.config.stem
     if args.smoke:
-        args.config, args.seeds, args.results = REPO / "configs" / "tiny.yaml", [0], args.workdir / "results"
-        args.overrides += ["student_train.epochs=1", "teacher_train.epochs=1", "student_train.eval_every=3",
-                           "student_train.grad_norms_every=2"]
+        name = "smoke"
+        args.config, args.seeds = REPO / "configs" / "tiny.yaml", [0]
+        args.workdir = args.workdir or REPO / "bench_work" / "reproduce_smoke"
+        args.results = args.workdir / "results"
+        args.overrides += ["pretrain.epochs=1", "teacher_train.epochs=1", "student_train.epochs=1",
+                           "student_train.eval_every=3", "student_train.grad_norms_every=2", "data.dev_scenes=1"]
+    args.workdir = (args.workdir or REPO / "bench_work" / name).resolve()
+    args.results = args.results or REPO / "benchmarks" / "results" / name
     return args
 
 
 def main() -> None:
     args = parse_args()
-    from simdistill.config import load_config
-
     args.workdir.mkdir(parents=True, exist_ok=True)
-    workdir = args.workdir.resolve()
     t0 = time.time()
-    overrides, teacher, store, teacher_metrics = prepare(args.config, workdir, list(args.overrides))
-    depth_default = load_config(args.config, overrides).student_train.depth_supervision
-    chosen = [r for which in args.rows.split(",") for r in rows(which, args.seeds, depth_default)]
+    overrides, teacher, store, teacher_metrics = prepare(args.config, args.workdir, list(args.overrides))
+    chosen = [r for which in args.row_sets for r in rows(which, args.seeds, args.protocol_list)]
     if args.smoke:
-        chosen = rows("pilot", args.seeds, depth_default) + rows("extra", args.seeds, depth_default)[:1]
-    unique = list({run_dir_name(r): r for r in chosen}.values())
+        chosen = rows("factorial", args.seeds, ["P2"])[:2] + rows("verdict", args.seeds, ["P1"]) + \
+            rows("released", args.seeds, ["P1"])
+    unique = [] if args.report_only else list({run_dir_name(r): r for r in chosen}.values())
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each row is its own subprocess
         jobs = [pool.submit(train_row, r, config=args.config, overrides=overrides + ["threads=1"] * (args.jobs > 1),
-                            workdir=workdir, teacher=teacher, store=store) for r in unique]
+                            workdir=args.workdir, teacher=teacher, store=store) for r in unique]
         for job in jobs:
             job.result()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
-    records = finished_rows(workdir)
-    text, figures = report.write(records, teacher_metrics, command=command.strip(), commit=commit.strip(),
-                                 config=args.config.resolve(), repo=REPO, depth_default=depth_default)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "reproduce.md").write_text(text + "\n")
-    report.plot_bars(records, teacher_metrics, args.results / "reproduce.png")
-    report.plot_learning_curves(records, args.results / "learning_curves.png")
+    records = finished_rows(args.workdir)
+    figures = report.write_all(records, teacher_metrics, out_dir=args.results, workdir=args.workdir,
+                               command=command.strip(), commit=commit.strip(), config=args.config, repo=REPO)
     figures["total_seconds_this_invocation"] = time.time() - t0
-    print(text)
+    print((args.results / "factorial.md").read_text())
+    print((args.results / "verdict.md").read_text())
     print(json.dumps(figures))
 
 

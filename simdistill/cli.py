@@ -52,7 +52,8 @@ def _finish_run(result: Any, cfg: Any, out: Path, evaluate: bool) -> None:
         from simdistill.evaluation.run import evaluate_run
 
         metrics = evaluate_run(result.model, cfg, out)
-        typer.echo(f"val mAP: {metrics['mAP']:.4f}  NDS: {metrics['NDS']:.4f}  (metrics: {out / 'metrics.json'})")
+        typer.echo(f"{metrics['split']} mAP: {metrics['mAP']:.4f}  NDS: {metrics['NDS']:.4f}  "
+                   f"(metrics: {out / 'metrics.json'})")
 
 
 @app.command("make-demo-data")
@@ -91,6 +92,24 @@ def make_demo_data_cmd(
 
         for split, path in write_mmdet3d_infos(out_dir, world.version, out_dir).items():
             typer.echo(f"mmdet3d infos ({split}): {path}")
+
+
+@app.command("pretrain-backbone")
+@user_errors
+def pretrain_backbone_cmd(out: RunOut, config: ConfigOpt = None, set_: SetOpt = None,
+                          resume: ResumeOpt = True) -> None:
+    """Pretrain the image backbone on 2D detection of the train split's camera images (projected 3D boxes).
+
+    Writes OUT/backbone.pt; point the teacher and students at it with --set model.backbone.pretrained=OUT/backbone.pt
+    (the analogue of the nuImages-pretrained backbone BEVFusion-C and SimDistill start from)."""
+    from simdistill.models.pretrained import BACKBONE_FILE
+    from simdistill.training.backbone_pretrain import pretrain_backbone
+
+    cfg = load_cli_config(config, set_)
+    result = pretrain_backbone(cfg, out_dir=out, resume=resume)
+    typer.echo(result.to_text())
+    if result.finished:
+        typer.echo(f"backbone: {out / BACKBONE_FILE}  (use: --set model.backbone.pretrained={out / BACKBONE_FILE})")
 
 
 @app.command("train-teacher")

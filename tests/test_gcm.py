@@ -52,7 +52,7 @@ def test_deformable_attention_matches_naive_reference() -> None:
 def test_gcm_layer_matches_naive_reference() -> None:
     torch.manual_seed(0)
     channels, h, w = 8, 3, 4
-    gcm = GCM(channels, GCMConfig(heads=2, points=3), (h, w))
+    gcm = GCM(channels, GCMConfig(heads=2, points=3), (h, w), cell_size=1.0)
     with torch.no_grad():  # random weights everywhere, offsets large enough to leave the map
         for param in gcm.parameters():
             param.normal_(0.0, 0.5)
@@ -77,7 +77,7 @@ def test_gcm_layer_matches_naive_reference() -> None:
 
 
 def test_gcm_init_samples_on_circles_and_is_differentiable() -> None:
-    gcm = GCM(8, GCMConfig(heads=4, points=2), (5, 5))
+    gcm = GCM(8, GCMConfig(heads=4, points=2, reach=1.2), (5, 5), cell_size=0.6)  # reach 2 cells
     bias = gcm.sampling_offsets.bias.view(4, 2, 2)
     directions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
     torch.testing.assert_close(bias[:, 0], directions, atol=1e-6, rtol=0)  # point i at (i + 1) cells
@@ -91,7 +91,7 @@ def test_gcm_init_samples_on_circles_and_is_differentiable() -> None:
 def test_gcm_keeps_where_the_lift_put_mass() -> None:
     """The residual is not normalised: a map that is zero outside a few cells stays near zero there."""
     torch.manual_seed(0)
-    gcm = GCM(8, GCMConfig(heads=2, points=2), (6, 6))
+    gcm = GCM(8, GCMConfig(heads=2, points=2), (6, 6), cell_size=1.0)
     x = torch.zeros(1, 8, 6, 6)
     x[0, :, 2, 3] = 5.0
     out = gcm(x)
@@ -102,4 +102,25 @@ def test_gcm_keeps_where_the_lift_put_mass() -> None:
 @pytest.mark.parametrize("heads, channels", [(3, 8), (8, 12)])
 def test_heads_must_divide_channels(heads: int, channels: int) -> None:
     with pytest.raises(ConfigError, match="must divide"):
-        GCM(channels, GCMConfig(heads=heads, points=2), (4, 4))
+        GCM(channels, GCMConfig(heads=heads, points=2), (4, 4), cell_size=1.0)
+
+
+@pytest.mark.parametrize("cell_size", [0.6, 1.2])
+def test_gcm_reach_is_in_metres_whatever_the_cell(cell_size: float) -> None:
+    """The official 20 points on 0.6 m cells reach 12 m; on 1.2 m cells the same config still reaches 12 m."""
+    gcm = GCM(8, GCMConfig(heads=4, points=20, reach=12.0), (8, 8), cell_size=cell_size)
+    offsets = gcm.sampling_offsets.bias.view(4, 20, 2)  # [M, P, 2] in cells
+    farthest = offsets.abs().amax(dim=-1).max() * cell_size  # Chebyshev ring: the axis-aligned heads reach it
+    torch.testing.assert_close(farthest, torch.tensor(12.0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(offsets[0, 0].abs().max() * cell_size, torch.tensor(0.6), atol=1e-4, rtol=0)
+
+
+def test_zero_initialised_output_makes_the_gcm_start_as_the_identity() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 5, 5)
+    plain = GCM(8, GCMConfig(heads=2, points=4), (5, 5), cell_size=1.0)
+    zero = GCM(8, GCMConfig(heads=2, points=4, zero_init_output=True), (5, 5), cell_size=1.0)
+    assert not torch.allclose(plain(x), x)
+    torch.testing.assert_close(zero(x), x)
+    zero(x).square().sum().backward()
+    assert zero.output_proj.weight.grad.abs().sum() > 0  # it still learns

@@ -209,3 +209,21 @@ def test_shape_mismatches_name_both_shapes() -> None:
         mmd_p_loss(heat, heat, boxes, torch.zeros(1, 6, 10, 5, 7), idx, mask, code_weights=CODE_WEIGHTS)
     with pytest.raises(ValueError, match="indices"):
         gt_loss(heat, boxes, heat, idx[:, :3], torch.zeros(1, 3, 2, 10), mask[:, :3], code_weights=CODE_WEIGHTS)
+
+
+def test_foreground_normalised_feature_losses_by_hand() -> None:
+    """sum(e * M) / (C * sum(M)) per view: background errors do not count, a view's object mass does not scale it."""
+    student = torch.zeros(2, 3, 2, 2)
+    teacher = torch.zeros(2, 3, 2, 2)
+    teacher[0, :, 0, 0] = 2.0  # error 4 per channel on the one foreground cell of view 0
+    teacher[0, :, 1, 1] = 10.0  # a large background error that a plain mean would be dominated by
+    teacher[1, :, 0, 1] = 1.0
+    mask = torch.zeros(2, 2, 2)
+    mask[0, 0, 0] = 1.0
+    mask[1, 0, 1] = 2.0
+    expected = (4.0 * 1.0 * 3 / (3 * 1.0) + 1.0 * 2.0 * 3 / (3 * 2.0)) / 2  # per view 4.0 and 1.0, then mean
+    assert math.isclose(float(imd_loss(student, teacher, fg_mask=mask)), expected, rel_tol=1e-6)
+    assert math.isclose(float(mmd_f_loss(student, teacher, weight=2.0, fg_mask=mask)), 2 * expected, rel_tol=1e-6)
+    assert float(imd_loss(student, teacher)) > 5 * expected  # the plain mean is mostly background
+    empty = torch.zeros(2, 2, 2)
+    assert float(imd_loss(student, teacher, fg_mask=empty)) == 0.0  # no objects: nothing to distill, no NaN

@@ -3,6 +3,7 @@ rules on a whole config (`checks`). Import everything from here: `from simdistil
 
 from simdistill.config.checks import (
     MACHINE_KEYS,
+    PRETRAIN_CONTENT,
     STORE_CONTENT,
     STUDENT_CONTENT,
     TEACHER_CONTENT,
@@ -37,6 +38,7 @@ from simdistill.config.sections import (
     GCMConfig,
     HeadConfig,
     ModelConfig,
+    PretrainConfig,
     StoreFormatConfig,
     StudentTrainConfig,
     TeacherTrainConfig,
@@ -47,9 +49,9 @@ from simdistill.config.sections import (
 
 __all__ = [
     "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_TASKS", "DISTILL_LOSSES", "MACHINE_KEYS", "MODEL_KINDS",
-    "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS", "TEACHER_CONTENT",
+    "PRETRAIN_CONTENT", "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS", "TEACHER_CONTENT",
     "AugmentConfig", "BEVConfig", "BackboneConfig", "ChannelsConfig", "Config", "DataConfig", "DecoderConfig",
-    "DistillConfig", "ExportConfig", "GCMConfig", "HeadConfig", "ModelConfig", "StoreFormatConfig",
+    "DistillConfig", "ExportConfig", "GCMConfig", "HeadConfig", "ModelConfig", "PretrainConfig", "StoreFormatConfig",
     "StudentTrainConfig", "TeacherTrainConfig", "TrainConfig", "WorldConfig",
     "apply_overrides", "config_from_dict", "config_to_dict", "describe_difference", "first_difference", "flatten",
     "load_config", "parse_override", "run_content", "validate",

@@ -27,7 +27,11 @@ MACHINE_KEYS: frozenset[str] = frozenset({
     "data.dataroot",  # the data may move: a store identifies it by its sample tokens
     "data.infos_train",
     "data.infos_val",
+    "data.eval_split",  # what a run is scored on; scoring reads the model, never changes it
     "teacher_train.checkpoint_every",
+    "pretrain.checkpoint_every",
+    "pretrain.eval_every",
+    "pretrain.grad_norms_every",
     "student_train.checkpoint_every",
     "student_train.prefetch_batches",
     "student_train.loader",
@@ -49,6 +53,9 @@ MACHINE_KEYS: frozenset[str] = frozenset({
 IGNORED_SECTIONS: tuple[str, ...] = ("world", "storage_options")
 """Sections that never matter to a run: `world` only tells make-demo-data what to write; `storage_options` how to
 reach a remote store."""
+
+PRETRAIN_CONTENT: tuple[str, ...] = ("seed", "data", "augment", "model.backbone", "pretrain")
+"""What decides a pretrained image backbone's weights."""
 
 TEACHER_CONTENT: tuple[str, ...] = ("seed", "data", "augment", "model", "teacher_train")
 """What decides a teacher run's weights."""
@@ -128,6 +135,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"world.version '{cfg.world.version}' is unknown; use v1.0-mini or v1.0-trainval")
     if cfg.data.sweeps < 1:
         raise ConfigError(f"data.sweeps must be >= 1, got {cfg.data.sweeps}")
+    if cfg.data.dev_scenes < 0:
+        raise ConfigError(f"data.dev_scenes must be >= 0 (0 = no dev split), got {cfg.data.dev_scenes}")
+    if cfg.data.eval_split not in ("val", "dev") or (cfg.data.eval_split == "dev" and cfg.data.dev_scenes == 0):
+        raise ConfigError(f"data.eval_split '{cfg.data.eval_split}' must be val, or dev with data.dev_scenes > 0")
     if cfg.data.max_points < 0:
         raise ConfigError(f"data.max_points must be >= 0 (0 keeps every point), got {cfg.data.max_points}")
     for name in ("xbound", "ybound"):
@@ -138,6 +149,9 @@ def validate(cfg: Config) -> None:
     for loss in cfg.distill.losses:
         if loss not in DISTILL_LOSSES:
             raise ConfigError(f"distill.losses has unknown loss '{loss}'; choose from {', '.join(DISTILL_LOSSES)}")
+    if cfg.distill.feature_normalization not in ("mean", "foreground"):
+        raise ConfigError(f"distill.feature_normalization '{cfg.distill.feature_normalization}' is unknown; use mean "
+                          "or foreground")
     if cfg.student_train.loader not in ("dask", "direct", "memory"):
         raise ConfigError(f"student_train.loader '{cfg.student_train.loader}' is unknown; use dask, direct or memory")
     if cfg.student_train.loader_threads < 1:

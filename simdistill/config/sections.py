@@ -63,6 +63,11 @@ class DataConfig:
     # instead of the devkit tables (images and points still come from dataroot); "" = read the tables.
     infos_train: str = ""
     infos_val: str = ""
+    # A dev split carved out of train_split: its last `dev_scenes` scenes (by name) form the split "dev", and
+    # "train" then means the rest. Every choice (run length, weights, schedule) is made on dev; val is kept for
+    # the final tables. 0 = no dev split.
+    dev_scenes: int = 0
+    eval_split: str = "val"  # what training's learning curves and final evaluation score: val | dev
 
 
 @dataclass
@@ -109,6 +114,10 @@ class BackboneConfig:
     stage_blocks: tuple[int, ...] = (2, 2, 2, 2)
     neck_channels: int = 256
     feature_stride: int = 8  # stride of the feature map the view transform lifts (8 or 16)
+    # Where the image backbone starts: "" = random weights; a backbone.pt written by `simdistill pretrain-backbone`
+    # (or converted from a user's checkpoint); "builtin:NAME" = one shipped in simdistill/weights/. Teacher and
+    # every student start from the same weights; a resumed or evaluated run reads its own checkpoint instead.
+    pretrained: str = ""
 
 
 @dataclass
@@ -173,6 +182,10 @@ class GCMConfig:
     enabled: bool = True
     heads: int = 8
     points: int = 20  # sampling points per head (the official GCM: 20)
+    # How far the initial sampling points reach [m]: point k of P starts k/P of the way out. The official GCM's
+    # 20 points one 0.6 m cell apart reach 12 m; counting in cells instead would reach twice as far on 1.2 m cells.
+    reach: float = 12.0
+    zero_init_output: bool = False  # output projection starts at zero, so the GCM starts as the identity
 
 
 @dataclass
@@ -190,6 +203,10 @@ class ModelConfig:
     # SimDistill student: one view transform (depth net + splat) for both branches, which then differ only by the
     # GCM and the adapter, as the official code calls one transform twice; False = two independent lifts.
     shared_lift: bool = False
+    # NOT camera-only: the student's lift(s) read the view's LiDAR depth too, at training and at test, as the
+    # released SimDistill code builds its student from the teacher's DepthLSSTransform. Only for the labelled row
+    # that shows what the paper's number includes; the deployed camera-only student keeps this False.
+    student_depth_input: bool = False
 
 
 @dataclass
@@ -211,6 +228,15 @@ class TrainConfig:
 @dataclass
 class TeacherTrainConfig(TrainConfig):
     """`train-teacher`: the LiDAR-camera teacher on the train split."""
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """`pretrain-backbone`: the image backbone on 2D detection of the train split's camera images (the analogue of
+    the nuImages pretraining BEVFusion-C and SimDistill start from); 2D boxes are the projected 3D boxes."""
+
+    min_box_pixels: float = 2.0  # projected boxes narrower or lower than this (augmented image pixels) are dropped
+    box_weight: float = 0.1  # CenterNet's weight of the L1 box-code term against the heatmap focal loss
 
 
 @dataclass
@@ -239,6 +265,9 @@ class DistillConfig:
     """Which distillation terms are on and their weights (DESIGN.md §6)."""
 
     losses: tuple[str, ...] = DISTILL_LOSSES
+    # IMD and MMD-F over the whole grid ("mean", the paper's) or weighted by the GT foreground mask and divided by
+    # its mass ("foreground", BEVDistill's normalisation): background holds most of the error of a plain mean.
+    feature_normalization: str = "mean"
     imd_weight: float = 1.0
     cmd_weight: float = 100.0
     mmd_f_weight: float = 1.0
@@ -298,6 +327,7 @@ class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     student_train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)

@@ -118,6 +118,21 @@ def _empty_summary() -> dict[str, Any]:
     }
 
 
+CUSTOM_SPLIT = "simdistill_subset"
+"""The name a scene subset (a dev carve-out) is scored under, as a devkit custom split."""
+
+
+def _custom_split(scenes: list[str], out: Path) -> tuple[str, contextlib.AbstractContextManager]:
+    """(eval_set, context) that make the devkit score `scenes` as a custom split. The devkit reads custom splits
+    from DATAROOT/VERSION/splits.json; a user's dataroot may be read-only, so the file goes into `out` and the
+    devkit's one look-up of its path (which it keeps separate so that it can be replaced) points there."""
+    from unittest import mock
+
+    path = out / "splits.json"
+    path.write_text(json.dumps({CUSTOM_SPLIT: scenes}))
+    return CUSTOM_SPLIT, mock.patch("nuscenes.utils.splits._get_custom_splits_file_path", return_value=str(path))
+
+
 def evaluate_submission(
     submission: dict[str, Any],
     *,
@@ -125,10 +140,12 @@ def evaluate_submission(
     version: str,
     split: str,
     out_dir: str | Path,
+    scenes: list[str] | None = None,
     verbose: bool = False,
 ) -> EvalResult:
     """Run the devkit's DetectionEval on `submission` for `split` (e.g. 'mini_val', 'val').
 
+    `scenes`: score only these scenes of `split` (a dev carve-out), through the devkit's own custom-split path.
     Writes results_nusc.json, metrics_summary.json and metrics_details.json into `out_dir`.
     """
     from nuscenes.eval.common.config import config_factory
@@ -137,6 +154,9 @@ def evaluate_submission(
     check_split(version, split)
     nusc = load_nuscenes(dataroot, version)
     tokens = split_sample_tokens(nusc, split)
+    if scenes is not None:
+        chosen = set(scenes)
+        tokens = [t for t in tokens if nusc.get("scene", nusc.get("sample", t)["scene_token"])["name"] in chosen]
     if not tokens:
         raise DataError(f"split '{split}' has no scenes in dataroot {dataroot}; evaluate on a split the data holds")
     check_submission(submission, tokens, split)
@@ -158,12 +178,15 @@ def evaluate_submission(
     if not verbose:
         quiet.enter_context(contextlib.redirect_stdout(sink))
         quiet.enter_context(contextlib.redirect_stderr(sink))
-    with quiet:
+    eval_set, custom = split, contextlib.nullcontext()
+    if scenes is not None:
+        eval_set, custom = _custom_split(sorted(scenes), out)
+    with quiet, custom:
         evaluator = DetectionEval(
             nusc,
             config=config_factory("detection_cvpr_2019"),
             result_path=str(result_path),
-            eval_set=split,
+            eval_set=eval_set,
             output_dir=str(out),
             verbose=verbose,
         )

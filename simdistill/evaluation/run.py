@@ -65,12 +65,13 @@ def score_model(model: torch.nn.Module, cfg: Config, source: DataSource, out_dir
     detections."""
     results, metas = predict_split(model, cfg, source)
     submission = detections_to_submission(results, metas, class_names=cfg.class_names)
+    scenes = source.scene_names if getattr(source, "part", None) else None  # a dev carve-out of the split
     result = evaluate_submission(submission, dataroot=cfg.data.dataroot, version=cfg.data.version, split=source.split,
-                                 out_dir=out_dir)
+                                 out_dir=out_dir, scenes=scenes)
     return result, results
 
 
-def learning_curve_hook(cfg: Config, run_dir: Path, *, every: int, split: str = "val") -> StepHook:
+def learning_curve_hook(cfg: Config, run_dir: Path, *, every: int, split: str) -> StepHook:
     """A `fit` hook: every `every` steps, the devkit's mAP and NDS on `split` (run_dir/curve/step_N/) join the
     step's JSONL record as `val_mAP` and `val_NDS`, so a run yields a learning curve."""
     source = open_data_source(cfg.data, split)
@@ -85,7 +86,9 @@ def learning_curve_hook(cfg: Config, run_dir: Path, *, every: int, split: str = 
 def curve_hooks(cfg: Config, train: TrainConfig, run_dir: Path) -> list[StepHook]:
     """The hooks a run of `train` (cfg.teacher_train or cfg.student_train) wants: a learning curve when its
     `eval_every` is set."""
-    return [learning_curve_hook(cfg, run_dir, every=train.eval_every)] if train.eval_every > 0 else []
+    if train.eval_every <= 0:
+        return []
+    return [learning_curve_hook(cfg, run_dir, every=train.eval_every, split=cfg.data.eval_split)]
 
 
 def evaluate_model(model: torch.nn.Module, cfg: Config, *, split: str, out_dir: Path,
@@ -109,11 +112,13 @@ def evaluate_model(model: torch.nn.Module, cfg: Config, *, split: str, out_dir: 
     return result
 
 
-def evaluate_run(model: torch.nn.Module, cfg: Config, run_dir: Path, *, split: str = "val") -> dict[str, Any]:
-    """After training: evaluate the run's model on `split` into run_dir/eval and write run_dir/metrics.json."""
+def evaluate_run(model: torch.nn.Module, cfg: Config, run_dir: Path, *, split: str | None = None) -> dict[str, Any]:
+    """After training: evaluate the run's model on `split` (default: data.eval_split) into run_dir/eval and write
+    run_dir/metrics.json (with the split it scored)."""
     run_dir = Path(run_dir)
+    split = split or cfg.data.eval_split
     result = evaluate_model(model, cfg, split=split, out_dir=run_dir / "eval", log_path=run_dir / "train_log.jsonl")
-    metrics = result.to_dict()
+    metrics = {**result.to_dict(), "split": split}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

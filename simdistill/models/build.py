@@ -8,6 +8,7 @@ from torch import nn
 
 from simdistill.config import STUDENT_VARIANTS, ModelConfig
 from simdistill.errors import ConfigError
+from simdistill.models.pretrained import init_backbone
 from simdistill.models.student import Student
 from simdistill.models.teacher import Teacher
 
@@ -22,3 +23,9 @@ def build_model(kind: str, cfg: ModelConfig, final_hw: tuple[int, int]) -> nn.Mo
     if kind not in MODELS:
         raise ConfigError(f"model kind '{kind}' is unknown; choose one of {', '.join(MODELS)}")
     return MODELS[kind](cfg, tuple(final_hw))
+
+
+def build_model_to_train(kind: str, cfg: ModelConfig, final_hw: tuple[int, int]) -> nn.Module:
+    """`build_model` with the image backbone started from `cfg.backbone.pretrained` (when set): what a fresh
+    training run starts from. A resumed run then loads its own checkpoint over it."""
+    return init_backbone(build_model(kind, cfg, final_hw), cfg.backbone.pretrained)

@@ -49,7 +49,7 @@ def reference_points(height: int, width: int, *, device: torch.device | None = N
 class GCM(nn.Module):
     """Deformable self-attention over sim_lidar_bev: [B, C, H, W] -> [B, C, H, W] (same grid)."""
 
-    def __init__(self, channels: int, cfg: GCMConfig, grid_hw: tuple[int, int]) -> None:
+    def __init__(self, channels: int, cfg: GCMConfig, grid_hw: tuple[int, int], *, cell_size: float) -> None:
         super().__init__()
         if cfg.heads < 1 or channels % cfg.heads != 0:
             raise ConfigError(f"model.gcm.heads={cfg.heads} must divide model.channels.cam={channels}; pick a divisor")
@@ -57,8 +57,12 @@ class GCM(nn.Module):
             raise ConfigError(f"model.channels.cam={channels} must be even for the GCM's row/column embeddings")
         if cfg.points < 1:
             raise ConfigError(f"model.gcm.points must be >= 1, got {cfg.points}")
+        if cfg.reach <= 0:
+            raise ConfigError(f"model.gcm.reach must be > 0 m (the official GCM reaches 12 m), got {cfg.reach}")
         self.channels, self.heads, self.points = channels, cfg.heads, cfg.points
         self.grid_hw = grid_hw
+        self.reach_cells = cfg.reach / cell_size  # how far the last initial sampling point lies [cells]
+        self.zero_init_output = cfg.zero_init_output
         h, w = grid_hw
         self.row_embed = nn.Parameter(torch.empty(h, channels // 2))
         self.col_embed = nn.Parameter(torch.empty(w, channels // 2))
@@ -70,7 +74,8 @@ class GCM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Deformable-DETR init: zero offset weights with biases on a circle per head, uniform attention."""
+        """Deformable-DETR init: zero offset weights with biases on a ring per head (point k of P at k/P of the
+        reach), uniform attention; optionally a zero output projection (the GCM then starts as the identity)."""
         nn.init.uniform_(self.row_embed)
         nn.init.uniform_(self.col_embed)
         nn.init.zeros_(self.sampling_offsets.weight)
@@ -78,7 +83,8 @@ class GCM(nn.Module):
         grid = torch.stack([thetas.cos(), thetas.sin()], -1)  # [M, 2]
         grid = grid / grid.abs().max(-1, keepdim=True)[0]
         grid = grid[:, None, :].repeat(1, self.points, 1)  # [M, P, 2]
-        grid = grid * torch.arange(1, self.points + 1, dtype=torch.float32)[None, :, None]
+        steps = torch.arange(1, self.points + 1, dtype=torch.float32) * (self.reach_cells / self.points)
+        grid = grid * steps[None, :, None]  # [M, P, 2] in cells
         with torch.no_grad():
             self.sampling_offsets.bias.copy_(grid.reshape(-1))
         nn.init.zeros_(self.attention_weights.weight)
@@ -86,6 +92,8 @@ class GCM(nn.Module):
         for lin in (self.value_proj, self.output_proj):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
+        if self.zero_init_output:
+            nn.init.zeros_(self.output_proj.weight)
 
     def position_embedding(self) -> torch.Tensor:
         """[H*W, C]: column embedding (C/2) concatenated with row embedding (C/2), row-major cells."""

@@ -1,6 +1,7 @@
 """Camera-only students: SimDistill (two lifts, GCM, adapter) and the BEVFusion-C baseline.
 
-Neither reads `batch.points`: the deployed student sees images and calibration only.
+Neither reads `batch.points`: the deployed student sees images and calibration only. (`model.student_depth_input`
+builds the released code's student instead, whose lifts read LiDAR depth at training and test: not camera-only.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Student(nn.Module):
     variant "baseline" (BEVFusion-C): one lift -> cam_bev -> ConvFuser([cam_bev]) -> decoder -> head.
     """
 
-    uses_lidar = False  # forward never reads batch.points
+    uses_lidar = False  # forward never reads batch.points (unless model.student_depth_input: not camera-only)
 
     def __init__(self, cfg: ModelConfig, final_hw: tuple[int, int], *, variant: str = "simdistill") -> None:
         super().__init__()
@@ -37,13 +38,14 @@ class Student(nn.Module):
         self.cfg = cfg
         self.variant = variant
         self.final_hw = tuple(final_hw)
+        self.uses_lidar = cfg.student_depth_input
         ch = cfg.channels
         self.backbone = ImageBackbone(cfg.backbone)
 
         def lift() -> LSSTransform:
             return LSSTransform(
                 self.backbone.out_channels, ch.cam, cfg.bev, final_hw=self.final_hw,
-                feature_stride=cfg.backbone.feature_stride,
+                feature_stride=cfg.backbone.feature_stride, depth_input=cfg.student_depth_input,
             )
 
         self.camera_lift = lift()  # -> cam_bev (and, with shared_lift, sim_lidar_bev before the GCM)
@@ -54,7 +56,7 @@ class Student(nn.Module):
             if not cfg.shared_lift:
                 self.sim_lidar_lift = lift()  # -> sim_lidar_bev
             if cfg.gcm.enabled:
-                self.gcm = GCM(ch.cam, cfg.gcm, cfg.bev.grid_size)
+                self.gcm = GCM(ch.cam, cfg.gcm, cfg.bev.grid_size, cell_size=cfg.bev.xbound[2])
             self.adapter = conv_bn_relu(ch.cam, ch.lidar)
             self.fuser = ConvFuser([ch.cam, ch.cam], ch.fused)
         else:

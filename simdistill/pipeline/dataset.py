@@ -32,6 +32,7 @@ from simdistill.pipeline.nuscenes_files import (
     require_file,
     sensor_calib,
     split_sample_tokens,
+    split_scene_names,
     sweep_into_key_frame,
 )
 from simdistill.pipeline.sample import ReopenedAfterPickling, Sample
@@ -64,18 +65,21 @@ class NuScenesSource(ReopenedAfterPickling):
         *,
         sweeps: int = 1,
         drop_empty_boxes: bool = True,
+        dev_scenes: int = 0,
+        part: str | None = None,
     ) -> None:
         if sweeps < 1:
             raise DataError(f"sweeps must be >= 1, got {sweeps}; use 1 for the key frame only")
         self.dataroot = Path(dataroot).expanduser().resolve()
         self.version = version
-        self.split = split
+        self.split = split  # the devkit split the scenes come from
+        self.dev_scenes, self.part = dev_scenes, part  # a dev carve-out of it (nuscenes_files.split_scene_names)
         self.sweeps = sweeps
         self.drop_empty_boxes = drop_empty_boxes
         check_dataroot(self.dataroot, version)
         check_split(version, split)
         self._nusc: Any = load_nuscenes(self.dataroot, version)
-        self.tokens: list[str] = split_sample_tokens(self._nusc, split)
+        self.tokens: list[str] = split_sample_tokens(self._nusc, split, dev_scenes=dev_scenes, part=part)
         if not self.tokens:
             names = sorted(s["name"] for s in self._nusc.scene)
             present = ", ".join(names[:6]) + (f", ... ({len(names)} scenes)" if len(names) > 6 else "") or "none"
@@ -92,6 +96,11 @@ class NuScenesSource(ReopenedAfterPickling):
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @property
+    def scene_names(self) -> list[str]:
+        """The scenes this source reads (what the devkit scores a dev carve-out on)."""
+        return split_scene_names(self.nusc, self.split, dev_scenes=self.dev_scenes, part=self.part)
 
     # ----------------------------------------------------------------------------------------------
 

@@ -138,12 +138,32 @@ def boxes_to_lidar(
     return np.concatenate([centres, wlh[:, [1, 0, 2]], yaw[:, None], vel_lidar[:, :2]], axis=1)  # [M, 9]
 
 
-def split_sample_tokens(nusc: Any, split: str) -> list[str]:
-    """Sample tokens of `split` in this dataroot, ordered by scene name then time."""
+DEV_PARTS = ("dev", "rest")
+"""How a split with a dev carve-out is read: its dev scenes alone, or the rest of it."""
+
+
+def split_scene_names(nusc: Any, split: str, *, dev_scenes: int = 0, part: str | None = None) -> list[str]:
+    """Names of the scenes of devkit `split` that this dataroot holds, sorted; with `part`, the split's last
+    `dev_scenes` of them ("dev") or all but those ("rest")."""
     from nuscenes.utils.splits import create_splits_scenes
 
     wanted = set(create_splits_scenes()[split])
-    scenes = sorted((s for s in nusc.scene if s["name"] in wanted), key=lambda s: s["name"])
+    names = sorted(s["name"] for s in nusc.scene if s["name"] in wanted)
+    if part is None:
+        return names
+    if part not in DEV_PARTS or not 0 < dev_scenes < len(names):
+        raise DataError(
+            f"a dev split of {dev_scenes} scene(s) needs 0 < dev_scenes < the {len(names)} scenes of '{split}' in "
+            f"this dataroot (part '{part}' of {', '.join(DEV_PARTS)}); set data.dev_scenes accordingly"
+        )
+    return names[-dev_scenes:] if part == "dev" else names[:-dev_scenes]
+
+
+def split_sample_tokens(nusc: Any, split: str, *, dev_scenes: int = 0, part: str | None = None) -> list[str]:
+    """Sample tokens of `split` (or of its dev part / the rest, see `split_scene_names`) in this dataroot,
+    ordered by scene name then time."""
+    names = set(split_scene_names(nusc, split, dev_scenes=dev_scenes, part=part))
+    scenes = sorted((s for s in nusc.scene if s["name"] in names), key=lambda s: s["name"])
     tokens: list[str] = []
     for scene in scenes:
         token = scene["first_sample_token"]

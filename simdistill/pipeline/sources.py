@@ -11,14 +11,23 @@ DataSource = NuScenesSource | InfoFileSource
 
 
 def open_data_source(data: DataConfig, split: str, *, drop_empty_boxes: bool = True) -> DataSource:
-    """The source of `split` ('train', 'val' or a devkit split name).
+    """The source of `split`: 'train', 'val', 'dev' or a devkit split name.
 
+    With `data.dev_scenes` set, 'dev' is the last dev_scenes scenes of data.train_split and 'train' the rest of it.
     data.train_split reads data.infos_train when that is set (data.val_split likewise), else the tables.
     """
-    name = {"train": data.train_split, "val": data.val_split}.get(split, split)
+    if split == "dev" and data.dev_scenes <= 0:
+        raise DataError("split 'dev' needs a dev carve-out of the train split; set data.dev_scenes to a number of "
+                        "train scenes (e.g. --set data.dev_scenes=4)")
+    name = {"train": data.train_split, "val": data.val_split, "dev": data.train_split}.get(split, split)
+    part = ("dev" if split == "dev" else "rest") if data.dev_scenes > 0 and name == data.train_split else None
     infos = data.infos_train if name == data.train_split else data.infos_val if name == data.val_split else ""
     if not infos:
-        return NuScenesSource(data.dataroot, data.version, name, sweeps=data.sweeps, drop_empty_boxes=drop_empty_boxes)
+        return NuScenesSource(data.dataroot, data.version, name, sweeps=data.sweeps, drop_empty_boxes=drop_empty_boxes,
+                              dev_scenes=data.dev_scenes, part=part)
+    if part is not None:
+        raise DataError("data.dev_scenes is not supported with mmdet3d info files; clear data.infos_train or set "
+                        "data.dev_scenes=0")
     source = InfoFileSource(infos, data.dataroot, split=name, sweeps=data.sweeps, drop_empty_boxes=drop_empty_boxes)
     if source.version != data.version:
         raise DataError(

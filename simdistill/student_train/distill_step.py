@@ -16,6 +16,7 @@ from simdistill.config import DISTILL_LOSSES, Config
 from simdistill.errors import ConfigError
 from simdistill.models.center_loss import gt_terms
 from simdistill.models.depth import depth_bin_targets, depth_loss
+from simdistill.models.head import fg_mask
 from simdistill.models.outputs import BEVOutputs
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.losses import cmd_loss, imd_loss, mmd_f_loss, mmd_p_loss
@@ -58,8 +59,11 @@ def check_losses_for_variant(losses: tuple[str, ...], variant: str) -> None:
 
 def student_terms(model: nn.Module, batch: Batch, targets: TeacherTargets | None,
                   cfg: Config) -> dict[str, torch.Tensor]:
-    """The named terms (`TERM_KEYS`) of one batch: the student runs on its images only (no LiDAR)."""
-    return distill_terms(model(batch.without_points()), unwrap(model).head, batch, targets, cfg)
+    """The named terms (`TERM_KEYS`) of one batch: the student runs on its images only (no LiDAR), unless it was
+    built to read LiDAR depth (`model.student_depth_input`, the released code's student: not camera-only)."""
+    inner = unwrap(model)
+    return distill_terms(model(batch if inner.uses_lidar else batch.without_points()), inner.head, batch, targets,
+                         cfg)
 
 
 def distill_terms(out: BEVOutputs, head: nn.Module, batch: Batch, targets: TeacherTargets | None,
@@ -74,12 +78,13 @@ def distill_terms(out: BEVOutputs, head: nn.Module, batch: Batch, targets: Teach
     if d.losses and targets is None:
         raise ConfigError("distillation losses were chosen but no teacher targets are available; pass --store or "
                           "--online-teacher, or --losses none")
+    fg = fg_mask(gt_targets) if d.feature_normalization == "foreground" else None  # [B, H, W], from the GT
     if "imd" in d.losses:
-        terms["imd"] = imd_loss(out.cam_bev, targets.cam_bev, weight=d.imd_weight)
+        terms["imd"] = imd_loss(out.cam_bev, targets.cam_bev, weight=d.imd_weight, fg_mask=fg)
     if "cmd" in d.losses:
         terms["cmd"] = cmd_loss(out.lidar_bev, targets.lidar_bev, targets.fg_mask, weight=d.cmd_weight)
     if "mmd_f" in d.losses:
-        terms["mmd_f"] = mmd_f_loss(out.fused_bev, targets.fused_bev, weight=d.mmd_f_weight)
+        terms["mmd_f"] = mmd_f_loss(out.fused_bev, targets.fused_bev, weight=d.mmd_f_weight, fg_mask=fg)
     if "mmd_p" in d.losses:
         terms["mmd_p"] = mmd_p_loss(
             out.heatmap, targets.heatmap, out.boxes, targets.boxes, gt_targets.indices, gt_targets.mask,

@@ -25,22 +25,47 @@ from simdistill.models.center_loss import (
 __all__ = ["cmd_loss", "gt_loss", "imd_loss", "mmd_f_loss", "mmd_p_loss", "quality_focal_loss", "smooth_l1"]
 
 
-def _mse(student: torch.Tensor, teacher: torch.Tensor, what: str) -> torch.Tensor:
+def _mse(student: torch.Tensor, teacher: torch.Tensor, what: str, fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per view, then over views; with `fg_mask` ([B, H, W] or [B, 1, H, W], soft) each cell's
+    error is weighted by the mask and the view's sum divided by C * sum(M) (BEVDistill's foreground
+    normalisation), so the term is about the objects, not the 95 % of the grid that is background."""
     same_shape(student, teacher, what)
     if student.dim() < 2:
         raise ValueError(f"{what}: expected [B, ...] maps, got {tuple(student.shape)}")
-    per_view = (student.float() - teacher.detach().float()).pow(2).flatten(1).mean(dim=1)  # [B]
+    err = (student.float() - teacher.detach().float()).pow(2)
+    if fg_mask is None:
+        return err.flatten(1).mean(dim=1).mean()
+    m = _as_mask(fg_mask, student, what)  # [B, 1, H, W]
+    per_view = (err * m).flatten(1).sum(1) / (m.flatten(1).sum(1).clamp(min=1.0) * student.shape[1])  # [B]
     return per_view.mean()
 
 
-def imd_loss(student_cam_bev: torch.Tensor, teacher_cam_bev: torch.Tensor, *, weight: float = 1.0) -> torch.Tensor:
-    """IMD = weight * MSE(student cam_bev, teacher cam_bev); both [B, C_cam, H, W]; mean per view, then over views."""
-    return weight * _mse(student_cam_bev, teacher_cam_bev, "imd_loss")
+def _as_mask(fg_mask: torch.Tensor, maps: torch.Tensor, what: str) -> torch.Tensor:
+    """fg_mask [B, H, W] or [B, 1, H, W] -> detached float [B, 1, H, W] matching maps [B, C, H, W]."""
+    if maps.dim() != 4:
+        raise ValueError(f"{what}: BEV maps must be [B, C, H, W], got {tuple(maps.shape)}")
+    b, _, h, w = maps.shape
+    m = fg_mask.detach().float()
+    if m.dim() == 3:
+        m = m[:, None]
+    if m.shape != (b, 1, h, w):
+        raise ValueError(f"{what}: fg_mask {tuple(fg_mask.shape)} must be [B, H, W] or [B, 1, H, W] for maps "
+                         f"{tuple(maps.shape)}")
+    return m
 
 
-def mmd_f_loss(student_fused: torch.Tensor, teacher_fused: torch.Tensor, *, weight: float = 1.0) -> torch.Tensor:
-    """MMD-F = weight * MSE(student fused_bev, teacher fused_bev); both [B, C_fused, H, W]; per view, then mean."""
-    return weight * _mse(student_fused, teacher_fused, "mmd_f_loss")
+def imd_loss(student_cam_bev: torch.Tensor, teacher_cam_bev: torch.Tensor, *, weight: float = 1.0,
+             fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """IMD = weight * MSE(student cam_bev, teacher cam_bev); both [B, C_cam, H, W]; mean per view, then over views
+    (foreground-normalised when `fg_mask` is given, see `_mse`)."""
+    return weight * _mse(student_cam_bev, teacher_cam_bev, "imd_loss", fg_mask)
+
+
+def mmd_f_loss(student_fused: torch.Tensor, teacher_fused: torch.Tensor, *, weight: float = 1.0,
+               fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MMD-F = weight * MSE(student fused_bev, teacher fused_bev); both [B, C_fused, H, W]; per view, then mean
+    (foreground-normalised when `fg_mask` is given, see `_mse`)."""
+    return weight * _mse(student_fused, teacher_fused, "mmd_f_loss", fg_mask)
 
 
 def cmd_loss(
@@ -52,15 +77,7 @@ def cmd_loss(
     fg_mask M: [B, H, W] or [B, 1, H, W] (soft; broadcast over channels; the teacher side is detached too).
     """
     same_shape(student_lidar_bev, teacher_lidar_bev, "cmd_loss")
-    if student_lidar_bev.dim() != 4:
-        raise ValueError(f"cmd_loss: BEV maps must be [B, C, H, W], got {tuple(student_lidar_bev.shape)}")
-    b, _, h, w = student_lidar_bev.shape
-    m = fg_mask.detach().float()
-    if m.dim() == 3:
-        m = m[:, None]
-    if m.shape != (b, 1, h, w):
-        raise ValueError(f"cmd_loss: fg_mask {tuple(fg_mask.shape)} must be [B, H, W] or [B, 1, H, W] for maps "
-                         f"{tuple(student_lidar_bev.shape)}")
+    m = _as_mask(fg_mask, student_lidar_bev, "cmd_loss")  # [B, 1, H, W]
     diff = m * student_lidar_bev.float() - m * teacher_lidar_bev.detach().float()
     return weight * diff.pow(2).flatten(1).mean(dim=1).mean()
 

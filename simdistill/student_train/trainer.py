@@ -16,7 +16,7 @@ import torch
 
 from simdistill.config import STUDENT_CONTENT, Config, run_content
 from simdistill.errors import ConfigError
-from simdistill.models import build_model
+from simdistill.models.build import build_model_to_train
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch
 from simdistill.pipeline.sources import open_data_source
@@ -108,7 +108,7 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
                   content={**run_content(cfg, only=STUDENT_CONTENT), **identity},
                   shown_terms=tuple(k for k in TERM_KEYS if k in ("loss", "gt") or k in losses))
     steps = StudentSteps(builder, plan, targets, seed=cfg.seed, batch_size=sc.batch_size, rank=rank, world=world)
-    return fit(run, make_model=lambda: build_model(sc.variant, cfg.model, final_hw), steps=steps,
+    return fit(run, make_model=lambda: build_model_to_train(sc.variant, cfg.model, final_hw), steps=steps,
                terms=partial(student_terms, cfg=cfg), resume=resume, progress=progress, stop_after=stop_after,
                hooks=hooks)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from simdistill.config import TEACHER_CONTENT, Config, run_content
-from simdistill.models import build_model
+from simdistill.models.build import build_model_to_train
 from simdistill.models.center_loss import gt_terms
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch, collate
@@ -63,6 +63,6 @@ def train_teacher(cfg: Config, *, out_dir: Path, resume: bool = True, progress: 
     final_hw = (cfg.augment.final_height, cfg.augment.final_width)
     run = RunSpec(kind="teacher", cfg=cfg, train=cfg.teacher_train, out_dir=Path(out_dir), final_name="teacher.pt",
                   content={**run_content(cfg, only=TEACHER_CONTENT), "targets.source": "none"}, shown_terms=("loss",))
-    return fit(run, make_model=lambda: build_model("teacher", cfg.model, final_hw),
+    return fit(run, make_model=lambda: build_model_to_train("teacher", cfg.model, final_hw),
                steps=TeacherSteps(builder, seed=cfg.seed, batch_size=cfg.teacher_train.batch_size),
                terms=teacher_terms, resume=resume, progress=progress, stop_after=stop_after, hooks=hooks)
