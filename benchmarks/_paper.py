@@ -1,5 +1,5 @@
 """Paper-size pieces of the benchmarks (issue #16): the 1600x900 synthetic world, the config at
-configs/nuscenes_swint.yaml sizes on it, teacher checkpoints, the store export and its per-view cost, the
+the nuscenes_swint config sizes on it, teacher checkpoints, the store export and its per-view cost, the
 teacher-alone timing and the loader's rate per core. Public package API only.
 
 Every step is run on `cfg.device`: with `--set device=cuda` the timings synchronise the device before reading the
@@ -41,7 +41,7 @@ def paper_world(workdir: Path, *, scenes: int, samples: int, smoke: bool) -> Pat
 
 
 def paper_config(*, dataroot: Path, smoke: bool, threads: int, overrides: list[str] = ()) -> Any:
-    """configs/nuscenes_swint.yaml (tiny.yaml with --smoke) on a synthetic v1.0-mini world, batch 1, on the CPU
+    """the nuscenes_swint config (tiny with --smoke) on a synthetic v1.0-mini world, batch 1, on the CPU
     unless `overrides` (the user's --set, applied last) say otherwise."""
     from simdistill.config import load_config
 

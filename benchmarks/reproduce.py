@@ -19,9 +19,9 @@ new seeds, and the report always merges every finished row of the workdir into o
 benchmarks/results/reproduce.md, reproduce.png (bars) and learning_curves.png, plus the JSON figures as the last
 line on stdout. The targets (DESIGN.md §9) are printed with whether each is met.
 
-    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows pilot
-    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows main
-    python benchmarks/reproduce.py --config configs/bench.yaml --workdir bench_work/reproduce --rows ablation
+    python benchmarks/reproduce.py --config bench --workdir bench_work/reproduce --rows pilot
+    python benchmarks/reproduce.py --config bench --workdir bench_work/reproduce --rows main
+    python benchmarks/reproduce.py --config bench --workdir bench_work/reproduce --rows ablation
 """
 
 from __future__ import annotations
@@ -166,23 +166,26 @@ def finished_rows(workdir: Path) -> list[dict[str, Any]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "bench.yaml")
+    parser.add_argument("--config", default="bench", help="a YAML file or a shipped config name (default bench)")
     parser.add_argument("--workdir", type=Path, default=REPO / "bench_work" / "reproduce")
     parser.add_argument("--rows", default="pilot", help=f"comma list of {', '.join(ROW_SETS)} (default pilot)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the table and charts go")
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at the same time, one thread each")
-    parser.add_argument("--smoke", action="store_true", help="configs/tiny.yaml, one epoch, the pilot rows and the "
+    parser.add_argument("--smoke", action="store_true", help="the tiny config, one epoch, the pilot rows and the "
                         "online row, results in --workdir: checks the script runs (the test suite runs it)")
     args = parser.parse_args()
     unknown = [r for r in args.rows.split(",") if r not in ROW_SETS]
     if unknown:
         raise SystemExit(f"error: --rows {args.rows}: unknown set {unknown[0]}; choose from {', '.join(ROW_SETS)}")
     if args.smoke:
-        args.config, args.seeds, args.results = REPO / "configs" / "tiny.yaml", [0], args.workdir / "results"
+        args.config, args.seeds, args.results = "tiny", [0], args.workdir / "results"
         args.overrides += ["student_train.epochs=1", "teacher_train.epochs=1", "student_train.eval_every=3",
                            "student_train.grad_norms_every=2"]
+    from simdistill.config import resolve_config
+
+    args.config = resolve_config(args.config)
     return args
 
 

@@ -3,7 +3,7 @@ Measures and prints; never run in CI.
 
     python benchmarks/step_time.py                      # demo world, trained demo teacher, /tmp/sd/bench
     python benchmarks/step_time.py --steps 24 --warmup 4 --rounds 3 --threads 2   # on a quiet machine
-    python benchmarks/step_time.py --paper --paper-teacher T.pt   # configs/nuscenes_swint.yaml sizes (see below)
+    python benchmarks/step_time.py --paper --paper-teacher T.pt   # the nuscenes_swint config sizes (see below)
     python benchmarks/step_time.py --paper --set device=cuda      # the same on a GPU (benchmarks/gpu_suite.sh)
 
 Side by side, same config, seed, variant (simdistill), batch and torch threads, each mode in its own
@@ -23,7 +23,7 @@ rate of direct `read_batch` calls, in views/s, against the rate the student cons
 The store is `WORKDIR/demo_lossless.zarr` (exported here from the demo teacher when missing; shared with
 store_io.py). Progress on stderr; stdout gets the tables and, last, one JSON object of the figures.
 
---paper: configs/nuscenes_swint.yaml sizes (6 cameras 256x704, 180x180 BEV, 80/256/256 channels, 118 depth bins,
+--paper: the nuscenes_swint config sizes (6 cameras 256x704, 180x180 BEV, 80/256/256 channels, 118 depth bins,
 GCM 20 points, 10 LiDAR sweeps) at batch 1 on a synthetic world rendered at nuScenes' 1600x900 (`_paper.py`; tiny
 sizes with --smoke), modes a b e d t (--modes), each once per student lift setting (--lifts: separate and shared
 depth nets, `model.shared_lift`), interleaved round by round. The teacher is --paper-teacher (random init when
@@ -394,7 +394,7 @@ def main() -> None:
     p.add_argument("--modes", help="which modes to run, in this order (default abcd; --paper: abedt)")
     p.add_argument("--loader-rounds", type=int, default=3, help="interleaved rounds of the loader-rate test")
     paper = p.add_argument_group("paper size (--paper)")
-    paper.add_argument("--paper", action="store_true", help="configs/nuscenes_swint.yaml sizes on a 1600x900 world")
+    paper.add_argument("--paper", action="store_true", help="the nuscenes_swint config sizes on a 1600x900 world")
     paper.add_argument("--paper-teacher", type=Path, help="teacher checkpoint at paper size (default: random init)")
     paper.add_argument("--paper-dataroot", type=Path, help="an existing 1600x900 world (default: render one)")
     paper.add_argument("--paper-scenes", type=int, default=4, help="scenes of the rendered world (last one: val)")

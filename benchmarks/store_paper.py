@@ -3,7 +3,7 @@ setting, and every distillation loss on its targets against fp32 targets. Measur
 
     python benchmarks/store_paper.py --paper-teacher T.pt --paper-dataroot W --store S.zarr --views 6
 
-The teacher is --paper-teacher (trained at configs/nuscenes_swint.yaml sizes: random-init features compress
+The teacher is --paper-teacher (trained at the nuscenes_swint config sizes: random-init features compress
 differently); --store is a lossless store it exported (step_time.py --paper leaves WORKDIR/paper_store.zarr),
 exported here when absent. For the first --views views, each store setting of SETTINGS (a ladder: each rung changes
 one thing) encodes the stored float16 arrays with the store's own codec chain (`codecs.array_codecs`, so the bytes
@@ -168,7 +168,7 @@ def main() -> None:
     if args.smoke:
         args.views, args.loader_rounds = 2, 1
     elif args.paper_teacher is None:
-        C.fail("--paper-teacher is required (a teacher trained at configs/nuscenes_swint.yaml sizes)")
+        C.fail("--paper-teacher is required (a teacher trained at the nuscenes_swint config sizes)")
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     root = args.paper_dataroot or P.paper_world(args.workdir, scenes=2, samples=3 if args.smoke else args.views,

@@ -16,8 +16,10 @@ USER_OS_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EAC
                             errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
 
 ConfigOpt = Annotated[
-    Optional[Path],
-    typer.Option("--config", "-c", help="YAML config (e.g. configs/demo.yaml). Default: configs/demo.yaml."),
+    Optional[str],
+    typer.Option("--config", "-c", show_default=False,
+                 help="A YAML file, or the name of a shipped config: demo (the default), bench, tiny, nuscenes_swint. "
+                      "`simdistill config show` prints it with every field explained."),
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -29,8 +31,6 @@ SchedulerOpt = Annotated[
 ]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue exactly from the last checkpoint in --out.")]
 EvaluateOpt = Annotated[bool, typer.Option(help="Evaluate on the val split with the devkit when training ends.")]
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 def user_errors(fn: F) -> F:
@@ -56,16 +56,13 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_cli_config(config: Optional[Path], overrides: Optional[list[str]]):  # noqa: ANN201 - returns Config
-    """The --config file (default configs/demo.yaml) with the --set overrides applied; its `storage_options`
-    apply to every store URL the command opens."""
-    from simdistill.config import load_config
+def load_cli_config(config: Optional[str], overrides: Optional[list[str]]):  # noqa: ANN201 - returns Config
+    """The --config file or shipped name (default: the shipped `demo`) with the --set overrides applied; its
+    `storage_options` apply to every store URL the command opens."""
+    from simdistill.config import DEFAULT_CONFIG_NAME, load_config
     from simdistill.feature_store.storage import use_storage_options
 
-    path = config
-    if path is None:
-        path = Path("configs/demo.yaml") if Path("configs/demo.yaml").is_file() else DEFAULT_CONFIG
-    cfg = load_config(path, list(overrides or []))
+    cfg = load_config(config if config is not None else DEFAULT_CONFIG_NAME, list(overrides or []))
     use_storage_options(cfg.storage_options)
     return cfg
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from conftest import TINY_CONFIG, tiny_overrides
 from typer.testing import CliRunner
 
 from simdistill.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 COMMANDS = ["make-demo-data", "train-teacher", "export-teacher", "train-student", "evaluate", "demo"]
@@ -46,13 +43,13 @@ def _assert_user_error(result, *words: str) -> None:
 
 def test_unknown_config_key(tmp_path):
     result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--config",
-                                 str(ROOT / "configs/demo.yaml"), "--set", "model.channels.bogus=1"])
+                                 "demo", "--set", "model.channels.bogus=1"])
     _assert_user_error(result, "unknown config key", "model.channels.bogus")
 
 
 def test_missing_dataroot(tmp_path):
     result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--config",
-                                 str(ROOT / "configs/demo.yaml"), "--set", f"data.dataroot={tmp_path / 'nowhere'}"])
+                                 "demo", "--set", f"data.dataroot={tmp_path / 'nowhere'}"])
     _assert_user_error(result, "nowhere")
 
 
