@@ -22,6 +22,7 @@ from simdistill.cli_common import (
     load_cli_config,
     user_errors,
 )
+from simdistill.cli_config import config_app
 from simdistill.cli_store import store_app
 
 app = typer.Typer(
@@ -37,6 +38,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(store_app, name="store")
+app.add_typer(config_app, name="config")
+
 
 def _revalidate(cfg: Any) -> None:
     """Options that set config fields are checked like the config itself."""

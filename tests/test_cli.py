@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import TINY_CONFIG, tiny_overrides
 from typer.testing import CliRunner
 
 from simdistill.cli import app
+from simdistill.config import config_from_dict, config_to_dict
 
 runner = CliRunner()
 
@@ -31,6 +33,33 @@ def test_each_command_help(cmd):
 def test_store_subcommand_help(sub):
     result = runner.invoke(app, ["store", sub, "--help"])
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["demo", "tiny", "bench", "nuscenes_swint"])
+def test_config_show_prints_every_field_with_its_comment(name):
+    from simdistill.config import flatten, load_config
+    from simdistill.config.describe import field_comments
+
+    result = runner.invoke(app, ["config", "show", "--config", name, "--set", "model.channels.cam=24",
+                                 "--set", "threads=1"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)  # the output is a config file that loads back to the same config
+    want = load_config(name, ["model.channels.cam=24", "threads=1"])
+    assert config_from_dict(shown) == want and shown["model"]["channels"]["cam"] == 24
+    assert set(flatten(shown)) == set(flatten(config_to_dict(want)))  # every field appears
+    assert "overrides: model.channels.cam=24 threads=1" in result.output
+    assert "  cam: 24  # camera BEV channels" in result.output
+    comments = [text for fields in field_comments().values() for f, text in fields.items() if f]
+    assert len(comments) > 60
+    flat = " ".join(line.split("#", 1)[1].strip() for line in result.output.splitlines() if "#" in line)
+    for text in comments:  # each comment in sections.py is shown (wrapped, so compared word by word)
+        assert " ".join(text.split()[:4]) in " ".join(flat.split()), text
+
+
+def test_config_show_default_and_unknown_name():
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 0 and "configs/demo.yaml" in result.output.splitlines()[0]
+    _assert_user_error(runner.invoke(app, ["config", "show", "--config", "nonesuch"]), "nonesuch", "demo, ")
 
 
 def _assert_user_error(result, *words: str) -> None:

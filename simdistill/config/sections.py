@@ -42,7 +42,7 @@ DEFAULT_TASKS: tuple[tuple[str, ...], ...] = (
 )
 
 DISTILL_LOSSES: tuple[str, ...] = ("imd", "cmd", "mmd_f", "mmd_p")
-"""The four distillation terms (DESIGN.md §6), in the order they are listed everywhere."""
+"""The four distillation terms (docs/design.md, "Losses"), in the order they are listed everywhere."""
 
 STUDENT_VARIANTS: tuple[str, ...] = ("simdistill", "baseline")
 """Camera-only students: SimDistill (two branches, GCM) and the BEVFusion-C baseline."""
@@ -236,7 +236,7 @@ class StudentTrainConfig(TrainConfig):
 
 @dataclass
 class DistillConfig:
-    """Which distillation terms are on and their weights (DESIGN.md §6)."""
+    """Which distillation terms are on and their weights (docs/design.md, "Losses")."""
 
     losses: tuple[str, ...] = DISTILL_LOSSES
     imd_weight: float = 1.0
@@ -249,7 +249,7 @@ class DistillConfig:
 
 @dataclass
 class StoreFormatConfig:
-    """How the feature store encodes what it holds (DESIGN.md §5): codecs, sharding, storage transforms."""
+    """How the feature store encodes what it holds (docs/store-format.md): codecs, sharding, storage transforms."""
 
     zstd_level: int = 3
     shuffle: bool = True  # byte-shuffle before zstd
