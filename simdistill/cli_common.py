@@ -9,6 +9,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
+from simdistill.config.files import DEFAULT_CONFIG_NAME, shipped_configs
 from simdistill.errors import SimDistillError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,8 +19,8 @@ USER_OS_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EAC
 ConfigOpt = Annotated[
     Optional[str],
     typer.Option("--config", "-c", show_default=False,
-                 help="A YAML file, or the name of a shipped config: demo (the default), bench, tiny, nuscenes_swint. "
-                      "`simdistill config show` prints it with every field explained."),
+                 help=f"A YAML file, or the name of a shipped config ({', '.join(shipped_configs())}). Default: "
+                      f"{DEFAULT_CONFIG_NAME}. `simdistill config show` prints it with every field explained."),
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -31,6 +32,17 @@ SchedulerOpt = Annotated[
 ]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue exactly from the last checkpoint in --out.")]
 EvaluateOpt = Annotated[bool, typer.Option(help="Evaluate on the val split with the devkit when training ends.")]
+
+
+@functools.lru_cache(maxsize=None)
+def config_default(key: str) -> str:
+    """Help text for an option that overrides config key `key` (dotted): where its default comes from, and its
+    value in the shipped default config, e.g. "Default: from the config (export.views_per_sample; 4 in demo)."."""
+    from simdistill.config import DEFAULT_CONFIG_NAME, config_to_dict, flatten, load_config
+
+    value = flatten(config_to_dict(load_config(DEFAULT_CONFIG_NAME)))[key]
+    shown = ",".join(map(str, value)) if isinstance(value, list) else value
+    return f"Default: from the config ({key}; {shown} in {DEFAULT_CONFIG_NAME})."
 
 
 def user_errors(fn: F) -> F:
