@@ -81,6 +81,12 @@ def test_ablation_cost_smoke_needs_no_other_argument() -> None:
     assert cost["sweep"]["lifts"]["shared"]["online_forwards_per_sample"] == 6 * 20
 
 
+def test_cost_chart_smoke() -> None:
+    figures = run_smoke("cost_chart.py")  # draws the committed figures to bench_work/, not over the committed PNG
+    assert figures["png"].endswith("cost_smoke.png") and Path(figures["png"]).stat().st_size > 10_000
+    assert figures["sweep"]["lifts"]["shared"]["cached_over_online"] < 1
+
+
 def test_no_benchmark_needs_an_argument_besides_smoke() -> None:
     """Every benchmark runs with `--smoke` alone: no required option, no required positional argument."""
     import ast
