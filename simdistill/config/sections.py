@@ -293,7 +293,10 @@ class ExportConfig:
 class Config:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads for training/evaluation (0 = torch's default: one per core)
+    # torch CPU threads for training/evaluation (0 = torch's default: one per core). Bit-reproducible runs (same
+    # seed, config and data → the same checkpoint) are promised for threads: 1 on the CPU; more threads are not
+    # promised to be (docs/reproducibility.md).
+    threads: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
