@@ -1,4 +1,4 @@
-"""Paper-size pieces of the benchmarks (issue #16): the 1600x900 synthetic world, the config at
+"""Paper-size pieces of the benchmarks: the 1600x900 synthetic world, the config at
 the nuscenes_swint config sizes on it, teacher checkpoints, the store export and its per-view cost, the
 teacher-alone timing and the loader's rate per core. Public package API only.
 
@@ -190,7 +190,7 @@ def loader_table(loader: dict[str, Any], *, consumption: float, gpu_rate: float)
                   "loader, float16 out: a GPU student's, which converts on the device)",
                   ["Dask loader", "views/s", "views per CPU-s", "CPU-s per view", "x student (b)"], rows))
     print(f"GPU student assumed at {gpu_rate:g} views/s (--gpu-views-per-s): {loader['cores_for_assumed_gpu']:.2f} "
-          f"loader core(s) feed it, {loader['cores_for_4x_assumed_gpu']:.2f} feed 4x that (DESIGN.md §9 margin).")
+          f"loader core(s) feed it, {loader['cores_for_4x_assumed_gpu']:.2f} feed 4x that (the margin for faster GPUs).")
 
 
 def with_overrides(cfg: Any, **sections: dict[str, Any]) -> Any:

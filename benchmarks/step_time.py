@@ -1,4 +1,4 @@
-"""Student step-time benchmark (DESIGN.md §9): where do distillation targets cost time and memory?
+"""Student step-time benchmark (docs/costs.md): where do distillation targets cost time and memory?
 Measures and prints; never run in CI.
 
     python benchmarks/step_time.py                      # demo world, trained demo teacher, /tmp/sd/bench
@@ -264,7 +264,7 @@ def demo_main(args: argparse.Namespace) -> None:
         ["TargetPrefetcher (Dask tasks, read-ahead)", loader["dask_views_per_s"], checks["loader>=4x student"]],
         ["direct read_batch", loader["direct_views_per_s"], C.ratio(loader["direct_views_per_s"], consumption)],
         ["student consumption, mode (b)", consumption, 1.0]]))
-    print(C.table("DESIGN.md §9 targets (median step times)", ["check", "measured", "target", "met"],
+    print(C.table("Targets (median step times)", ["check", "measured", "target", "met"],
                   [[k, v, TARGETS[k], met(k, v)] for k, v in checks.items()]))
     print_bypass(modes)
     C.log("done")
@@ -341,7 +341,7 @@ def print_paper_targets(checks: dict[str, dict[str, float]]) -> None:
             ok = "-" if target is None or math.isnan(v) else ("yes" if (v < target if "<d" in k else v <= target)
                                                                  else "NO")
             rows.append([f"{lift} lifts: {k}", v, target if target is not None else "-", ok])
-    print(C.table("DESIGN.md §9 paper-size targets (median step times; peak memory ratios)",
+    print(C.table("Paper-size targets (median step times; peak memory ratios)",
                   ["check", "measured", "target", "met"], rows))
 
 
@@ -402,7 +402,7 @@ def main() -> None:
     paper.add_argument("--lifts", default="false,true", help="model.shared_lift values to run (default both)")
     paper.add_argument("--loader-threads", default="1,2", help="read threads of the paper-size loader test")
     paper.add_argument("--gpu-views-per-s", type=float, default=3.1,
-                       help="views/s a GPU student consumes, for the loader-cores figure (default 3.1: see README)")
+                       help="views/s a GPU student consumes, for the loader-cores figure (see docs/costs.md)")
     paper.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""Feature-store I/O benchmark (DESIGN.md §9): store size, export overhead over the teacher forward, and
+"""Feature-store I/O benchmark (docs/costs.md): store size, export overhead over the teacher forward, and
 distillation losses on stored vs fp32 targets. Measures and prints; never run in CI.
 
     python benchmarks/store_io.py                                    # demo world + trained demo teacher

@@ -1,4 +1,4 @@
-"""Store size and loss fidelity at paper size with a trained teacher (issue #16): bits per value of every store
+"""Store size and loss fidelity at paper size with a trained teacher: bits per value of every store
 setting, and every distillation loss on its targets against fp32 targets. Measures and prints; never run in CI.
 
     python benchmarks/store_paper.py --paper-teacher T.pt --paper-dataroot W --store S.zarr --views 6
@@ -161,7 +161,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--loader-threads", default="1,2", help="read threads of the loader test on --store")
     p.add_argument("--loader-rounds", type=int, default=3, help="interleaved rounds of the loader test")
-    p.add_argument("--gpu-views-per-s", type=float, default=3.1, help="views/s a GPU student consumes (README)")
+    p.add_argument("--gpu-views-per-s", type=float, default=3.1, help="views/s a GPU student consumes (docs/costs.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     C.add_smoke_arg(p)
     args = p.parse_args()

@@ -1,4 +1,4 @@
-"""What issue #16 added to make cached targets cheaper: per-plane quantised arrays (exact decode within the stated
+"""What makes cached targets cheaper: per-plane quantised arrays (exact decode within the stated
 bound, recorded mode, online encoding equal to the store's), the memory loader (the same targets as the Dask
 loader) and read-ahead threads."""
 
