@@ -87,6 +87,12 @@ def test_cost_chart_smoke() -> None:
     assert figures["sweep"]["lifts"]["shared"]["cached_over_online"] < 1
 
 
+def test_results_chart_smoke() -> None:
+    figures = run_smoke("results_chart.py")  # the committed report, drawn to bench_work/, not over the committed PNG
+    assert figures["png"].endswith("results_smoke.png") and Path(figures["png"]).stat().st_size > 10_000
+    assert {r["row"] for r in figures["records"]} >= {"baseline", "simdistill", "teacher"}
+
+
 def test_no_benchmark_needs_an_argument_besides_smoke() -> None:
     """Every benchmark runs with `--smoke` alone: no required option, no required positional argument."""
     import ast

@@ -47,10 +47,10 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _arms(records: Sequence[Mapping[str, Any]], baseline: str) -> list[str]:
-    """Row names, baseline first, then in the order they first appear."""
+def _arms(records: Sequence[Mapping[str, Any]], baseline: str, unpaired: Sequence[str]) -> list[str]:
+    """Row names: the baseline first, then the arms in the order they first appear, the unpaired rows last."""
     rows = list(dict.fromkeys(str(r["row"]) for r in records))
-    return sorted(rows, key=lambda r: r != baseline)
+    return sorted(rows, key=lambda r: (r != baseline, r in unpaired))
 
 
 def _dots(ax: plt.Axes, x: float, values: Sequence[float], colour: str) -> None:
@@ -120,7 +120,7 @@ def plot_results(records: Sequence[Mapping[str, Any]], out_png: str | Path, *, b
                              gridspec_kw={"width_ratios": [3, 2]})
     for (left, right), ((protocol, split), metric) in zip(axes, panels):
         group = groups[(protocol, split)]
-        arms = _arms(group, baseline)
+        arms = _arms(group, baseline, unpaired)
         _seed_panel(left, group, arms, metric, paper)
         left.set_title(f"{protocol}, {split}: {metric} per seed", fontsize=9)
         if baseline in arms and set(arms) - {baseline, *unpaired}:
