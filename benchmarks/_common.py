@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from simdistill.config import resolve_config
+
 REPO = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO / "configs" / "demo.yaml"
-TINY_CONFIG = REPO / "configs" / "tiny.yaml"  # --smoke: the test suite's sizes
-PAPER_CONFIG = REPO / "configs" / "nuscenes_swint.yaml"
+DEMO_CONFIG = resolve_config("demo")  # the shipped configs (simdistill/configs/)
+TINY_CONFIG = resolve_config("tiny")  # --smoke: the test suite's sizes
+PAPER_CONFIG = resolve_config("nuscenes_swint")
 # Defaults: what `python -m simdistill demo --workdir demo_work` leaves behind.
 DEFAULT_DATAROOT = REPO / "demo_work" / "data"
 DEFAULT_TEACHER = REPO / "demo_work" / "teacher" / "teacher.pt"
@@ -47,13 +49,13 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
                         help=f"where stores and runs are written (default {DEFAULT_WORKDIR})")
     parser.add_argument("--views-per-sample", type=int, default=1,
                         help="export.views_per_sample of the demo store (default 1, the test-time view; "
-                             "configs/demo.yaml says 4, which makes the export 4x longer)")
+                             "the demo config says 4, which makes the export 4x longer)")
     add_smoke_arg(parser)
 
 
 def add_smoke_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true",
-                        help="run at configs/tiny.yaml sizes on a tiny world made here, in seconds: checks that the "
+                        help="run at the tiny config's sizes on a tiny world made here, in seconds: checks that the "
                              "script works end to end (the test suite runs it); its figures mean nothing")
 
 
@@ -88,10 +90,10 @@ def require_inputs(dataroot: Path, teacher: Path | None) -> None:
     """Exit 2 with a one-line message naming the command that makes a missing input."""
     if not (dataroot / "v1.0-mini").is_dir():
         fail(f"no demo world at {dataroot}; run `python -m simdistill demo --workdir demo_work` first, or "
-             f"`python -m simdistill make-demo-data {dataroot} --config configs/demo.yaml`")
+             f"`python -m simdistill make-demo-data {dataroot} --config demo`")
     if teacher is not None and not teacher.is_file():
         fail(f"no trained demo teacher at {teacher}; make it with `python -m simdistill train-teacher --config "
-             f"configs/demo.yaml --set data.dataroot={dataroot} --out {teacher.parent}` (~3 min)")
+             f"demo --set data.dataroot={dataroot} --out {teacher.parent}` (~3 min)")
 
 
 def fail(msg: str) -> None:
@@ -100,7 +102,7 @@ def fail(msg: str) -> None:
 
 
 def demo_config(args: argparse.Namespace, overrides: Sequence[str] = ()) -> Any:
-    """configs/demo.yaml (what the demo teacher was trained with; configs/tiny.yaml with --smoke) on --dataroot,
+    """The demo config (what the demo teacher was trained with; the tiny config with --smoke) on --dataroot,
     with --views-per-sample."""
     from simdistill.config import load_config
 

@@ -1,5 +1,5 @@
-"""Paper-size pieces of the benchmarks (issue #16): the 1600x900 synthetic world, the config at
-configs/nuscenes_swint.yaml sizes on it, teacher checkpoints, the store export and its per-view cost, the
+"""Paper-size pieces of the benchmarks: the 1600x900 synthetic world, the config at
+the nuscenes_swint config sizes on it, teacher checkpoints, the store export and its per-view cost, the
 teacher-alone timing and the loader's rate per core. Public package API only.
 
 Every step is run on `cfg.device`: with `--set device=cuda` the timings synchronise the device before reading the
@@ -41,7 +41,7 @@ def paper_world(workdir: Path, *, scenes: int, samples: int, smoke: bool) -> Pat
 
 
 def paper_config(*, dataroot: Path, smoke: bool, threads: int, overrides: list[str] = ()) -> Any:
-    """configs/nuscenes_swint.yaml (tiny.yaml with --smoke) on a synthetic v1.0-mini world, batch 1, on the CPU
+    """the nuscenes_swint config (tiny with --smoke) on a synthetic v1.0-mini world, batch 1, on the CPU
     unless `overrides` (the user's --set, applied last) say otherwise."""
     from simdistill.config import load_config
 
@@ -190,7 +190,7 @@ def loader_table(loader: dict[str, Any], *, consumption: float, gpu_rate: float)
                   "loader, float16 out: a GPU student's, which converts on the device)",
                   ["Dask loader", "views/s", "views per CPU-s", "CPU-s per view", "x student (b)"], rows))
     print(f"GPU student assumed at {gpu_rate:g} views/s (--gpu-views-per-s): {loader['cores_for_assumed_gpu']:.2f} "
-          f"loader core(s) feed it, {loader['cores_for_4x_assumed_gpu']:.2f} feed 4x that (DESIGN.md §9 margin).")
+          f"loader core(s) feed it, {loader['cores_for_4x_assumed_gpu']:.2f} feed 4x that (the margin for faster GPUs).")
 
 
 def with_overrides(cfg: Any, **sections: dict[str, Any]) -> Any:

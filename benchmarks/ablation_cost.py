@@ -1,10 +1,12 @@
-"""The ablation sweep, end to end (issue #16): what N student runs of E epochs cost with an online teacher
+"""The ablation sweep, end to end: what N student runs of E epochs cost with an online teacher
 against one export of K views per sample, from measured per-view costs. Arithmetic only; never run in CI.
 
-    python benchmarks/ablation_cost.py --figures benchmarks/results/step_time_paper.txt
+    python benchmarks/ablation_cost.py        # the committed figures, benchmarks/results/step_time_paper.txt
+    python benchmarks/ablation_cost.py --smoke    # the same (arithmetic only, so --smoke changes nothing)
     python benchmarks/ablation_cost.py --figures F.json --codecs benchmarks/results/store_paper.json --runs 6 --epochs 20
 
---figures: the JSON line of `step_time.py --paper` (its last stdout line; the file's last line is read). It gives,
+--figures: the JSON line of `step_time.py --paper` (its last stdout line; the file's last line is read; default: the
+committed benchmarks/results/step_time_paper.txt). It gives,
 per student lift, the median step time at batch 1 of (b) cached via the Dask loader and (d) online teacher, and
 the export's warm per-view cost (teacher forward + input build + encoding + writes, the first task, which loads the
 teacher, left out). For S samples (nuScenes train: 28,130):
@@ -27,6 +29,7 @@ import _common as C
 from _paper import NUSCENES_TRAIN_SAMPLES
 
 STORE_K = (1, 4, 8)
+COMMITTED_FIGURES = C.REPO / "benchmarks" / "results" / "step_time_paper.txt"
 
 
 def last_json(path: Path) -> dict[str, Any]:
@@ -88,7 +91,8 @@ def report(paper: dict[str, Any], codecs: dict[str, Any] | None, *, runs: int, e
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--figures", type=Path, required=True, help="a file whose last line is step_time.py --paper's JSON")
+    p.add_argument("--figures", type=Path, default=COMMITTED_FIGURES,
+                   help="a file whose last line is step_time.py --paper's JSON (default: the committed CPU figures)")
     p.add_argument("--codecs", type=Path, help="a file whose last line is store_paper.py's JSON (optional)")
     p.add_argument("--runs", type=int, default=6, help="student runs in the sweep (the paper's ablation: 6)")
     p.add_argument("--epochs", type=int, default=20, help="epochs per student run (the paper: 20)")

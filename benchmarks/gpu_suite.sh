@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper-size step table of issue #16 on one CUDA GPU, in <= 8 minutes (NOT YET RUN ON A GPU: written where
+# The paper-size step table (docs/costs.md) on one CUDA GPU, in <= 8 minutes (NOT YET RUN ON A GPU: written where
 # none was available, correct by construction; the CPU path runs in the test suite with --smoke).
 #
 #   bash benchmarks/gpu_suite.sh [WORKDIR]            # device=cuda (default WORKDIR: gpu_work)

@@ -24,9 +24,9 @@ later session, trains only what is missing; the report always merges every finis
 RESULTS/factorial.md (dev), RESULTS/verdict.md (val), RESULTS/verdict.json (one record per finished run),
 RESULTS/learning_curves.png and RESULTS/paired_differences.png, and the JSON figures as the last line on stdout.
 
-    python benchmarks/reproduce.py --rows factorial            # configs/bench_fast.yaml, both protocols, dev
+    python benchmarks/reproduce.py --rows factorial            # the shipped bench_fast config, both protocols, dev
     python benchmarks/reproduce.py --rows verdict,released     # val, 5 seeds per arm
-    python benchmarks/reproduce.py --config configs/bench.yaml --rows verdict --seeds 0 1 2
+    python benchmarks/reproduce.py --config bench --rows verdict --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -197,7 +197,8 @@ def finished_rows(workdir: Path) -> list[dict[str, Any]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "bench_fast.yaml")
+    parser.add_argument("--config", default="bench_fast", help="a YAML file or a shipped config name "
+                        "(default bench_fast)")
     parser.add_argument("--workdir", type=Path, default=None, help="default bench_work/<config name>")
     parser.add_argument("--results", type=Path, default=None, help="default benchmarks/results/<config name>")
     parser.add_argument("--rows", default="factorial", help=f"comma list of {', '.join(ROW_SETS)} (default factorial)")
@@ -207,7 +208,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at the same time, one thread each")
     parser.add_argument("--report-only", action="store_true", help="train nothing; rewrite the report from the "
                         "finished rows")
-    parser.add_argument("--smoke", action="store_true", help="configs/tiny.yaml, one epoch per stage, a few rows of "
+    parser.add_argument("--smoke", action="store_true", help="the tiny config, one epoch per stage, a few rows of "
                         "each kind, results in --workdir: checks the script runs (the test suite runs it)")
     args = parser.parse_args()
     sets, protocols = args.rows.split(","), args.protocols.split(",")
@@ -216,14 +217,16 @@ def parse_args() -> argparse.Namespace:
         if unknown:
             raise SystemExit(f"error: {what}: unknown {unknown[0]!r}; choose from {', '.join(allowed)}")
     args.row_sets, args.protocol_list = sets, protocols
-    name = args.config.stem
+    from simdistill.config import resolve_config
+
     if args.smoke:
-        name = "smoke"
-        args.config, args.seeds = REPO / "configs" / "tiny.yaml", [0]
+        args.config, args.seeds = "tiny", [0]
         args.workdir = args.workdir or REPO / "bench_work" / "reproduce_smoke"
         args.results = args.workdir / "results"
         args.overrides += ["pretrain.epochs=1", "teacher_train.epochs=1", "student_train.epochs=1",
                            "student_train.eval_every=3", "student_train.grad_norms_every=2", "data.dev_scenes=1"]
+    args.config = resolve_config(args.config)
+    name = "smoke" if args.smoke else args.config.stem
     args.workdir = (args.workdir or REPO / "bench_work" / name).resolve()
     args.results = args.results or REPO / "benchmarks" / "results" / name
     return args

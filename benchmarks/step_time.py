@@ -1,9 +1,9 @@
-"""Student step-time benchmark (DESIGN.md §9): where do distillation targets cost time and memory?
+"""Student step-time benchmark (docs/costs.md): where do distillation targets cost time and memory?
 Measures and prints; never run in CI.
 
     python benchmarks/step_time.py                      # demo world, trained demo teacher, /tmp/sd/bench
     python benchmarks/step_time.py --steps 24 --warmup 4 --rounds 3 --threads 2   # on a quiet machine
-    python benchmarks/step_time.py --paper --paper-teacher T.pt   # configs/nuscenes_swint.yaml sizes (see below)
+    python benchmarks/step_time.py --paper --paper-teacher T.pt   # the nuscenes_swint config sizes (see below)
     python benchmarks/step_time.py --paper --set device=cuda      # the same on a GPU (benchmarks/gpu_suite.sh)
 
 Side by side, same config, seed, variant (simdistill), batch and torch threads, each mode in its own
@@ -23,7 +23,7 @@ rate of direct `read_batch` calls, in views/s, against the rate the student cons
 The store is `WORKDIR/demo_lossless.zarr` (exported here from the demo teacher when missing; shared with
 store_io.py). Progress on stderr; stdout gets the tables and, last, one JSON object of the figures.
 
---paper: configs/nuscenes_swint.yaml sizes (6 cameras 256x704, 180x180 BEV, 80/256/256 channels, 118 depth bins,
+--paper: the nuscenes_swint config sizes (6 cameras 256x704, 180x180 BEV, 80/256/256 channels, 118 depth bins,
 GCM 20 points, 10 LiDAR sweeps) at batch 1 on a synthetic world rendered at nuScenes' 1600x900 (`_paper.py`; tiny
 sizes with --smoke), modes a b e d t (--modes), each once per student lift setting (--lifts: separate and shared
 depth nets, `model.shared_lift`), interleaved round by round. The teacher is --paper-teacher (random init when
@@ -264,7 +264,7 @@ def demo_main(args: argparse.Namespace) -> None:
         ["TargetPrefetcher (Dask tasks, read-ahead)", loader["dask_views_per_s"], checks["loader>=4x student"]],
         ["direct read_batch", loader["direct_views_per_s"], C.ratio(loader["direct_views_per_s"], consumption)],
         ["student consumption, mode (b)", consumption, 1.0]]))
-    print(C.table("DESIGN.md §9 targets (median step times)", ["check", "measured", "target", "met"],
+    print(C.table("Targets (median step times)", ["check", "measured", "target", "met"],
                   [[k, v, TARGETS[k], met(k, v)] for k, v in checks.items()]))
     print_bypass(modes)
     C.log("done")
@@ -341,7 +341,7 @@ def print_paper_targets(checks: dict[str, dict[str, float]]) -> None:
             ok = "-" if target is None or math.isnan(v) else ("yes" if (v < target if "<d" in k else v <= target)
                                                                  else "NO")
             rows.append([f"{lift} lifts: {k}", v, target if target is not None else "-", ok])
-    print(C.table("DESIGN.md §9 paper-size targets (median step times; peak memory ratios)",
+    print(C.table("Paper-size targets (median step times; peak memory ratios)",
                   ["check", "measured", "target", "met"], rows))
 
 
@@ -394,7 +394,7 @@ def main() -> None:
     p.add_argument("--modes", help="which modes to run, in this order (default abcd; --paper: abedt)")
     p.add_argument("--loader-rounds", type=int, default=3, help="interleaved rounds of the loader-rate test")
     paper = p.add_argument_group("paper size (--paper)")
-    paper.add_argument("--paper", action="store_true", help="configs/nuscenes_swint.yaml sizes on a 1600x900 world")
+    paper.add_argument("--paper", action="store_true", help="the nuscenes_swint config sizes on a 1600x900 world")
     paper.add_argument("--paper-teacher", type=Path, help="teacher checkpoint at paper size (default: random init)")
     paper.add_argument("--paper-dataroot", type=Path, help="an existing 1600x900 world (default: render one)")
     paper.add_argument("--paper-scenes", type=int, default=4, help="scenes of the rendered world (last one: val)")
@@ -402,7 +402,7 @@ def main() -> None:
     paper.add_argument("--lifts", default="false,true", help="model.shared_lift values to run (default both)")
     paper.add_argument("--loader-threads", default="1,2", help="read threads of the paper-size loader test")
     paper.add_argument("--gpu-views-per-s", type=float, default=3.1,
-                       help="views/s a GPU student consumes, for the loader-cores figure (default 3.1: see README)")
+                       help="views/s a GPU student consumes, for the loader-cores figure (see docs/costs.md)")
     paper.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""Feature-store I/O benchmark (DESIGN.md §9): store size, export overhead over the teacher forward, and
+"""Feature-store I/O benchmark (docs/costs.md): store size, export overhead over the teacher forward, and
 distillation losses on stored vs fp32 targets. Measures and prints; never run in CI.
 
     python benchmarks/store_io.py                                    # demo world + trained demo teacher
@@ -15,7 +15,7 @@ distillation losses on stored vs fp32 targets. Measures and prints; never run in
 2. Losses on stored targets: for --loss-views views, every distillation term with fp32 targets from the
    teacher run directly (as the online mode makes them) vs targets read back from the lossless and lossy
    stores, for fixed student outputs (a random-init student, and the teacher's outputs plus noise).
-3. Paper size: a RANDOM-INIT teacher at configs/nuscenes_swint.yaml sizes exported on --paper-views views
+3. Paper size: a RANDOM-INIT teacher at the nuscenes_swint config sizes exported on --paper-views views
    of a small synthetic world rendered at nuScenes' 1600x900 (so the paper's resize/crop to 256x704 applies
    unchanged; 1 LiDAR sweep); bytes per view and the size of a full nuScenes train export (28,130 samples).
 

@@ -1,9 +1,9 @@
-"""Store size and loss fidelity at paper size with a trained teacher (issue #16): bits per value of every store
+"""Store size and loss fidelity at paper size with a trained teacher: bits per value of every store
 setting, and every distillation loss on its targets against fp32 targets. Measures and prints; never run in CI.
 
     python benchmarks/store_paper.py --paper-teacher T.pt --paper-dataroot W --store S.zarr --views 6
 
-The teacher is --paper-teacher (trained at configs/nuscenes_swint.yaml sizes: random-init features compress
+The teacher is --paper-teacher (trained at the nuscenes_swint config sizes: random-init features compress
 differently); --store is a lossless store it exported (step_time.py --paper leaves WORKDIR/paper_store.zarr),
 exported here when absent. For the first --views views, each store setting of SETTINGS (a ladder: each rung changes
 one thing) encodes the stored float16 arrays with the store's own codec chain (`codecs.array_codecs`, so the bytes
@@ -161,14 +161,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--loader-threads", default="1,2", help="read threads of the loader test on --store")
     p.add_argument("--loader-rounds", type=int, default=3, help="interleaved rounds of the loader test")
-    p.add_argument("--gpu-views-per-s", type=float, default=3.1, help="views/s a GPU student consumes (README)")
+    p.add_argument("--gpu-views-per-s", type=float, default=3.1, help="views/s a GPU student consumes (docs/costs.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     C.add_smoke_arg(p)
     args = p.parse_args()
     if args.smoke:
         args.views, args.loader_rounds = 2, 1
     elif args.paper_teacher is None:
-        C.fail("--paper-teacher is required (a teacher trained at configs/nuscenes_swint.yaml sizes)")
+        C.fail("--paper-teacher is required (a teacher trained at the nuscenes_swint config sizes)")
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     root = args.paper_dataroot or P.paper_world(args.workdir, scenes=2, samples=3 if args.smoke else args.views,

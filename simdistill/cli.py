@@ -19,9 +19,11 @@ from simdistill.cli_common import (
     RunOut,
     SchedulerOpt,
     SetOpt,
+    config_default,
     load_cli_config,
     user_errors,
 )
+from simdistill.cli_config import config_app
 from simdistill.cli_store import store_app
 
 app = typer.Typer(
@@ -37,6 +39,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(store_app, name="store")
+app.add_typer(config_app, name="config")
+
 
 def _revalidate(cfg: Any) -> None:
     """Options that set config fields are checked like the config itself."""
@@ -60,11 +64,19 @@ def _finish_run(result: Any, cfg: Any, out: Path, evaluate: bool) -> None:
 @user_errors
 def make_demo_data_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the synthetic nuScenes dataroot into.")],
-    seed: Annotated[Optional[int], typer.Option(help="World seed (same seed → identical files).")] = None,
-    scenes: Annotated[Optional[int], typer.Option(help="Number of scenes (v1.0-mini: at most 10).")] = None,
-    samples_per_scene: Annotated[Optional[int], typer.Option(help="Key frames per scene, 0.5 s apart.")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(help="World seed (same seed → identical files). " + config_default("world.seed"))
+    ] = None,
+    scenes: Annotated[
+        Optional[int], typer.Option(help="Number of scenes (v1.0-mini: at most 10). " + config_default("world.scenes"))
+    ] = None,
+    samples_per_scene: Annotated[
+        Optional[int],
+        typer.Option(help="Key frames per scene, 0.5 s apart. " + config_default("world.samples_per_scene")),
+    ] = None,
     version: Annotated[
-        Optional[str], typer.Option(help="v1.0-mini (devkit mini scene names) or v1.0-trainval (train/val names).")
+        Optional[str], typer.Option(help="v1.0-mini (devkit mini scene names) or v1.0-trainval (train/val names). "
+                                     + config_default("world.version"))
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -135,22 +147,28 @@ def export_teacher_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     views_per_sample: Annotated[
-        Optional[int], typer.Option(help="Augmented views drawn per sample (1 = the test-time view).")
+        Optional[int], typer.Option(help="Augmented views drawn per sample (1 = the test-time view). "
+                                     + config_default("export.views_per_sample"))
     ] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Local Dask worker processes.")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Local Dask worker processes. " + config_default("export.workers"))
+    ] = None,
     scheduler: SchedulerOpt = None,
-    split: Annotated[Optional[str], typer.Option(help="Which split to export: train or val.")] = None,
+    split: Annotated[
+        Optional[str], typer.Option(help="Which split to export: train or val. " + config_default("export.split"))
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a store written with another config/teacher.")] = False,
     teacher: Annotated[
         Optional[str],
         typer.Option(help="simdistill (a train-teacher checkpoint) or mmdet3d (an mmdetection3d detector, tapped; "
-                     "needs the mmdet3d extra, see README)."),
+                     "needs the mmdet3d extra, see docs/mmdet3d.md). " + config_default("export.teacher")),
     ] = None,
     teacher_config: Annotated[
         Optional[Path], typer.Option(help="With --teacher mmdet3d: the detector's mmdet3d model config (.py).")
     ] = None,
     tap_family: Annotated[
-        Optional[str], typer.Option(help="With --teacher mmdet3d: the detector's module layout (bevfusion).")
+        Optional[str], typer.Option(help="With --teacher mmdet3d: the detector's module layout. "
+                                     + config_default("export.tap_family"))
     ] = None,
     tap: Annotated[
         Optional[list[str]],
@@ -191,9 +209,13 @@ def train_student_cmd(
                      "--online-teacher is given."),
     ] = None,
     losses: Annotated[
-        Optional[str], typer.Option(help="Comma list of imd,cmd,mmd_f,mmd_p, or 'none' for GT only.")
+        Optional[str], typer.Option(help="Comma list of imd,cmd,mmd_f,mmd_p, or 'none' for GT only. "
+                                     + config_default("distill.losses"))
     ] = None,
-    variant: Annotated[Optional[str], typer.Option(help="simdistill (two branches + GCM) or baseline.")] = None,
+    variant: Annotated[
+        Optional[str],
+        typer.Option(help="simdistill (two branches + GCM) or baseline. " + config_default("student_train.variant")),
+    ] = None,
     online_teacher: Annotated[
         Optional[Path], typer.Option(help="Compute targets live from this teacher checkpoint instead of a store.")
     ] = None,
@@ -232,7 +254,11 @@ def evaluate_cmd(
     split: Annotated[str, typer.Option(help="val or train.")] = "val",
     set_: SetOpt = None,
 ) -> None:
-    """Evaluate a checkpoint with the nuScenes devkit: metrics JSON, a table, BEV plots and loss curves."""
+    """Evaluate a checkpoint with the nuScenes devkit: metrics JSON, a table, BEV plots and loss curves.
+
+    Takes no --config: the checkpoint carries the config it was trained with. --set overrides it, e.g.
+    --set data.dataroot=PATH when the data has moved.
+    """
     from simdistill.evaluation.run import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, out_dir=out, split=split, overrides=list(set_ or []))

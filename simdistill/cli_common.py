@@ -9,6 +9,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
+from simdistill.config.files import DEFAULT_CONFIG_NAME, shipped_configs
 from simdistill.errors import SimDistillError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -16,8 +17,10 @@ USER_OS_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EAC
                             errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
 
 ConfigOpt = Annotated[
-    Optional[Path],
-    typer.Option("--config", "-c", help="YAML config (e.g. configs/demo.yaml). Default: configs/demo.yaml."),
+    Optional[str],
+    typer.Option("--config", "-c", show_default=False,
+                 help=f"A YAML file, or the name of a shipped config ({', '.join(shipped_configs())}). Default: "
+                      f"{DEFAULT_CONFIG_NAME}. `simdistill config show` prints it with every field explained."),
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -30,7 +33,16 @@ SchedulerOpt = Annotated[
 ResumeOpt = Annotated[bool, typer.Option(help="Continue exactly from the last checkpoint in --out.")]
 EvaluateOpt = Annotated[bool, typer.Option(help="Evaluate on the val split with the devkit when training ends.")]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+@functools.lru_cache(maxsize=None)
+def config_default(key: str) -> str:
+    """Help text for an option that overrides config key `key` (dotted): where its default comes from, and its
+    value in the shipped default config, e.g. "Default: from the config (export.views_per_sample; 4 in demo)."."""
+    from simdistill.config import DEFAULT_CONFIG_NAME, config_to_dict, flatten, load_config
+
+    value = flatten(config_to_dict(load_config(DEFAULT_CONFIG_NAME)))[key]
+    shown = ",".join(map(str, value)) if isinstance(value, list) else value
+    return f"Default: from the config ({key}; {shown} in {DEFAULT_CONFIG_NAME})."
 
 
 def user_errors(fn: F) -> F:
@@ -56,16 +68,13 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_cli_config(config: Optional[Path], overrides: Optional[list[str]]):  # noqa: ANN201 - returns Config
-    """The --config file (default configs/demo.yaml) with the --set overrides applied; its `storage_options`
-    apply to every store URL the command opens."""
-    from simdistill.config import load_config
+def load_cli_config(config: Optional[str], overrides: Optional[list[str]]):  # noqa: ANN201 - returns Config
+    """The --config file or shipped name (default: the shipped `demo`) with the --set overrides applied; its
+    `storage_options` apply to every store URL the command opens."""
+    from simdistill.config import DEFAULT_CONFIG_NAME, load_config
     from simdistill.feature_store.storage import use_storage_options
 
-    path = config
-    if path is None:
-        path = Path("configs/demo.yaml") if Path("configs/demo.yaml").is_file() else DEFAULT_CONFIG
-    cfg = load_config(path, list(overrides or []))
+    cfg = load_config(config if config is not None else DEFAULT_CONFIG_NAME, list(overrides or []))
     use_storage_options(cfg.storage_options)
     return cfg
 

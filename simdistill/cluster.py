@@ -1,4 +1,4 @@
-"""Dask clients: the one place simdistill creates them (DESIGN.md §8).
+"""Dask clients: the one place simdistill creates them (docs/scaling-out.md).
 
     with dask_client(None, workers=2, log_dir=Path("run/logs")) as client:   # local spawned worker processes
         fut = client.submit(quiet_task, run_export_task, ...)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from simdistill.config import resolve_config
+
 torch.set_num_threads(2)
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_CONFIG = ROOT / "configs" / "tiny.yaml"  # tiny sizes, shared with the benchmarks' --smoke modes
+TINY_CONFIG = resolve_config("tiny")  # tiny sizes, shared with the benchmarks' --smoke modes
 
 
 def _tiny_world_settings() -> dict:
@@ -36,7 +38,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_overrides(world: Path) -> list[str]:
-    """configs/tiny.yaml pointed at a tiny world."""
+    """The tiny config pointed at a tiny world."""
     return [
         f"data.dataroot={world}",
         "data.version=v1.0-mini",
@@ -47,7 +49,7 @@ def tiny_overrides(world: Path) -> list[str]:
 
 @pytest.fixture()
 def tiny_config(tiny_world: Path):
-    """configs/tiny.yaml pointed at the tiny world (a fresh object per test)."""
+    """The tiny config pointed at the tiny world (a fresh object per test)."""
     from simdistill.config import load_config
 
     return load_config(TINY_CONFIG, tiny_overrides(tiny_world))
@@ -155,7 +157,7 @@ def assert_same_views(got_url: str, want_url: str) -> None:
 
 
 def cli_args(world: Path, extra: list[str] | None = None) -> list[str]:
-    """`--config configs/tiny.yaml --set ...` pointed at `world`, plus `extra` overrides."""
+    """`--config tiny --set ...` pointed at `world`, plus `extra` overrides."""
     args = ["--config", str(TINY_CONFIG)]
     for o in tiny_overrides(world) + list(extra or []):
         args += ["--set", o]

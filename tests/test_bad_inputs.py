@@ -134,7 +134,7 @@ CASES: list[Case] = [
     ("teacher-unknown-split", lambda c: ["train-teacher", "--out", c.run, *c.cfg("data.train_split=bogus_split")],
      ("unknown split 'bogus_split'",), ("valid splits",)),
     ("teacher-missing-config", lambda c: ["train-teacher", "--out", c.run, "--config", str(c.tmp / "none.yaml")],
-     ("none.yaml' does not exist",), ("--config configs/demo.yaml",)),
+     ("none.yaml' does not exist",), ("--config demo",)),
     ("teacher-malformed-override", lambda c: ["train-teacher", "--out", c.run, "--set", "teacher_train"],
      ("override 'teacher_train'",), ("section.key=value",)),
     ("teacher-wrong-type", lambda c: ["train-teacher", "--out", c.run, *c.cfg("teacher_train.batch_size=two")],

@@ -75,6 +75,40 @@ def test_gpu_suite_smoke_and_ablation_cost(bench_workdir: Path, tmp_path: Path) 
     assert set(cost["store_GB"]["this run's store"]) == {"K=1", "K=4", "K=8", "MB_per_view"}
 
 
+def test_ablation_cost_smoke_needs_no_other_argument() -> None:
+    cost = run_smoke("ablation_cost.py")  # the committed paper-size figures
+    assert cost["figures_from"].endswith("step_time_paper.txt")
+    assert cost["sweep"]["lifts"]["shared"]["online_forwards_per_sample"] == 6 * 20
+
+
+def test_cost_chart_smoke() -> None:
+    figures = run_smoke("cost_chart.py")  # draws the committed figures to bench_work/, not over the committed PNG
+    assert figures["png"].endswith("cost_smoke.png") and Path(figures["png"]).stat().st_size > 10_000
+    assert figures["sweep"]["lifts"]["shared"]["cached_over_online"] < 1
+
+
+def test_results_chart_smoke() -> None:
+    figures = run_smoke("results_chart.py")  # the committed report, drawn to bench_work/, not over the committed PNG
+    assert figures["png"].endswith("results_smoke.png") and Path(figures["png"]).stat().st_size > 10_000
+    assert {r["row"] for r in figures["records"]} >= {"baseline", "simdistill", "teacher"}
+
+
+def test_no_benchmark_needs_an_argument_besides_smoke() -> None:
+    """Every benchmark runs with `--smoke` alone: no required option, no required positional argument."""
+    import ast
+
+    for script in sorted(BENCHMARKS.glob("[a-z]*.py")):
+        tree = ast.parse(script.read_text())
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") ==
+                     "add_argument"):
+            first = call.args[0].value if call.args and isinstance(call.args[0], ast.Constant) else ""
+            required = any(k.arg == "required" and getattr(k.value, "value", False) for k in call.keywords)
+            optional_positional = any(k.arg == "nargs" and getattr(k.value, "value", "") in ("?", "*")
+                                      for k in call.keywords)
+            assert not required, f"{script.name}: {first} is required"
+            assert first.startswith("-") or optional_positional, f"{script.name}: positional {first} is required"
+
+
 @pytest.mark.slow
 def test_store_paper_smoke(bench_workdir: Path) -> None:
     figures = run_smoke("store_paper.py", "--workdir", str(bench_workdir / "store_paper"))

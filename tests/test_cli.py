@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+import yaml
 from conftest import TINY_CONFIG, tiny_overrides
 from typer.testing import CliRunner
 
 from simdistill.cli import app
+from simdistill.config import config_from_dict, config_to_dict
 
-ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 COMMANDS = ["make-demo-data", "train-teacher", "export-teacher", "train-student", "evaluate", "demo"]
@@ -30,10 +29,49 @@ def test_each_command_help(cmd):
     assert "--" in result.output and len(result.output.splitlines()) > 5
 
 
+@pytest.mark.parametrize(("cmd", "words"), [
+    ("train-student", ["distill.losses; imd,cmd,mmd_f,mmd_p in demo", "student_train.variant; simdistill in demo"]),
+    ("export-teacher", ["export.views_per_sample; 4 in demo", "export.workers; 1 in demo"]),
+    ("make-demo-data", ["world.scenes; 10 in demo"]),
+])
+def test_help_names_defaults_that_come_from_the_config(cmd, words):
+    result = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "400"})
+    text = " ".join(result.output.split())
+    for w in words + ["bench, demo, nuscenes_swint, tiny"]:
+        assert w in text, w
+
+
 @pytest.mark.parametrize("sub", ["info", "verify", "show"])
 def test_store_subcommand_help(sub):
     result = runner.invoke(app, ["store", sub, "--help"])
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["demo", "tiny", "bench", "nuscenes_swint"])
+def test_config_show_prints_every_field_with_its_comment(name):
+    from simdistill.config import flatten, load_config
+    from simdistill.config.describe import field_comments
+
+    result = runner.invoke(app, ["config", "show", "--config", name, "--set", "model.channels.cam=24",
+                                 "--set", "threads=1"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)  # the output is a config file that loads back to the same config
+    want = load_config(name, ["model.channels.cam=24", "threads=1"])
+    assert config_from_dict(shown) == want and shown["model"]["channels"]["cam"] == 24
+    assert set(flatten(shown)) == set(flatten(config_to_dict(want)))  # every field appears
+    assert "overrides: model.channels.cam=24 threads=1" in result.output
+    assert "  cam: 24  # camera BEV channels" in result.output
+    comments = [text for fields in field_comments().values() for f, text in fields.items() if f]
+    assert len(comments) > 60
+    flat = " ".join(line.split("#", 1)[1].strip() for line in result.output.splitlines() if "#" in line)
+    for text in comments:  # each comment in sections.py is shown (wrapped, so compared word by word)
+        assert " ".join(text.split()[:4]) in " ".join(flat.split()), text
+
+
+def test_config_show_default_and_unknown_name():
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 0 and "configs/demo.yaml" in result.output.splitlines()[0]
+    _assert_user_error(runner.invoke(app, ["config", "show", "--config", "nonesuch"]), "nonesuch", "demo, ")
 
 
 def _assert_user_error(result, *words: str) -> None:
@@ -46,13 +84,13 @@ def _assert_user_error(result, *words: str) -> None:
 
 def test_unknown_config_key(tmp_path):
     result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--config",
-                                 str(ROOT / "configs/demo.yaml"), "--set", "model.channels.bogus=1"])
+                                 "demo", "--set", "model.channels.bogus=1"])
     _assert_user_error(result, "unknown config key", "model.channels.bogus")
 
 
 def test_missing_dataroot(tmp_path):
     result = runner.invoke(app, ["train-teacher", "--out", str(tmp_path / "r"), "--config",
-                                 str(ROOT / "configs/demo.yaml"), "--set", f"data.dataroot={tmp_path / 'nowhere'}"])
+                                 "demo", "--set", f"data.dataroot={tmp_path / 'nowhere'}"])
     _assert_user_error(result, "nowhere")
 
 

@@ -1,18 +1,14 @@
 """Config loading: YAML + dotted overrides, unknown keys and wrong types are clear errors."""
 
-from pathlib import Path
-
 import pytest
 
-from simdistill.config import Config, config_from_dict, config_to_dict, load_config
+from simdistill.config import Config, config_from_dict, config_to_dict, load_config, resolve_config, shipped_configs
 from simdistill.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_and_paper_configs_load():
-    demo = load_config(ROOT / "configs/demo.yaml")
-    paper = load_config(ROOT / "configs/nuscenes_swint.yaml")
+    demo = load_config("demo")
+    paper = load_config("nuscenes_swint")
     assert demo.model.bev.grid_size == (64, 64)
     assert paper.model.bev.grid_size == (180, 180)
     assert (paper.augment.final_height, paper.augment.final_width) == (256, 704)
@@ -21,7 +17,7 @@ def test_demo_and_paper_configs_load():
 
 
 def test_dotted_override_parses_yaml_values():
-    cfg = load_config(ROOT / "configs/demo.yaml", ["model.channels.cam=24", "model.bev.xbound=[-20, 20, 0.5]",
+    cfg = load_config("demo", ["model.channels.cam=24", "model.bev.xbound=[-20, 20, 0.5]",
                                                     "distill.losses=[imd, cmd]"])
     assert cfg.model.channels.cam == 24
     assert cfg.model.bev.xbound == (-20.0, 20.0, 0.5)
@@ -30,7 +26,7 @@ def test_dotted_override_parses_yaml_values():
 
 
 def test_round_trip_through_dict():
-    cfg = load_config(ROOT / "configs/demo.yaml")
+    cfg = load_config("demo")
     assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
@@ -48,7 +44,7 @@ def test_round_trip_through_dict():
 )
 def test_bad_config_is_a_clear_error(override, words):
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace(".", r"\.")):
-        load_config(ROOT / "configs/demo.yaml", [override])
+        load_config("demo", [override])
 
 
 def test_missing_config_file(tmp_path):
@@ -65,3 +61,19 @@ def test_unknown_top_level_key_in_yaml(tmp_path):
 
 def test_defaults_are_paper_sizes():
     assert Config().model.bev.grid_size == (180, 180)
+
+
+def test_shipped_configs_resolve_by_name_and_path(tmp_path, monkeypatch):
+    shipped = shipped_configs()
+    assert {"demo", "bench", "tiny", "nuscenes_swint"} <= set(shipped)
+    assert resolve_config(None) == shipped["demo"] == resolve_config("demo") == resolve_config("demo.yaml")
+    assert load_config("nuscenes_swint") == load_config(shipped["nuscenes_swint"])
+    own = tmp_path / "demo"  # an existing path wins over a shipped name
+    own.write_text("seed: 7\n")
+    assert load_config(own).seed == 7
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo").seed == 7
+    with pytest.raises(ConfigError, match="shipped config name .*demo.*tiny"):
+        resolve_config("nonesuch")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_config(tmp_path / "sub" / "demo.yaml")  # a path with a folder is never a shipped name

@@ -228,7 +228,6 @@ def test_mmdet3d_teacher_without_the_extra_says_how_to_install(tiny_world, tmp_p
         pass
     else:
         pytest.skip("the mmdet3d extra is installed here; tests/mmdet3d_extra covers this path")
-    from conftest import ROOT
     from typer.testing import CliRunner
 
     from simdistill.cli import app
@@ -237,7 +236,7 @@ def test_mmdet3d_teacher_without_the_extra_says_how_to_install(tiny_world, tmp_p
     config.write_text("model = dict(type='BEVFusion')\n")
     result = CliRunner().invoke(app, ["export-teacher", "--checkpoint", str(tmp_path / "epoch_20.pth"), "--out",
                                       str(tmp_path / "s.zarr"), "--teacher", "mmdet3d", "--teacher-config",
-                                      str(config), "--config", str(ROOT / "configs/demo.yaml"),
+                                      str(config), "--config", "demo",
                                       "--set", f"data.dataroot={tiny_world}"])
     assert result.exit_code == 2, result.output
     assert "scripts/install_mmdet3d.sh" in result.output and "Traceback" not in result.output

@@ -1,4 +1,4 @@
-"""What issue #16 added to make cached targets cheaper: per-plane quantised arrays (exact decode within the stated
+"""What makes cached targets cheaper: per-plane quantised arrays (exact decode within the stated
 bound, recorded mode, online encoding equal to the store's), the memory loader (the same targets as the Dask
 loader) and read-ahead threads."""
 
@@ -152,6 +152,6 @@ def test_prefetcher_threads_yield_the_same_batches(store: str) -> None:
 
 def test_loader_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match="loader 'mmap' is unknown; use dask, direct or memory"):
-        load_config("configs/tiny.yaml", ["student_train.loader=mmap"])
+        load_config("tiny", ["student_train.loader=mmap"])
     with pytest.raises(ConfigError, match="loader_threads must be >= 1, got 0"):
-        load_config("configs/tiny.yaml", ["student_train.loader_threads=0"])
+        load_config("tiny", ["student_train.loader_threads=0"])

@@ -22,10 +22,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("student_train",),
     ("evaluation",),
     ("demo",),
-    ("cli_common", "cli_store", "cli", "__main__"),
+    ("cli_common", "cli_config", "cli_store", "cli", "__main__"),
 )
-"""Bottom to top: a module may import its own layer and the layers below it, never one above (DESIGN.md §1-2:
-pipeline → models → training below the trainers; the store library below the exporter that writes it and the
+"""Bottom to top: a module may import its own layer and the layers below it, never one above (docs/design.md,
+"Layout": pipeline → models → training below the trainers; the store library below the exporter that writes it and the
 student that reads it; evaluation after training; the commands on top)."""
 
 MAX_MODULE_LINES = 350

@@ -13,6 +13,7 @@ from simdistill.config.checks import (
     run_content,
     validate,
 )
+from simdistill.config.files import DEFAULT_CONFIG_NAME, resolve_config, shipped_configs
 from simdistill.config.loading import (
     apply_overrides,
     config_from_dict,
@@ -48,11 +49,11 @@ from simdistill.config.sections import (
 )
 
 __all__ = [
-    "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_TASKS", "DISTILL_LOSSES", "MACHINE_KEYS", "MODEL_KINDS",
-    "PRETRAIN_CONTENT", "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS", "TEACHER_CONTENT",
+    "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_CONFIG_NAME", "DEFAULT_TASKS", "DISTILL_LOSSES", "MACHINE_KEYS",
+    "MODEL_KINDS", "PRETRAIN_CONTENT", "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS", "TEACHER_CONTENT",
     "AugmentConfig", "BEVConfig", "BackboneConfig", "ChannelsConfig", "Config", "DataConfig", "DecoderConfig",
     "DistillConfig", "ExportConfig", "GCMConfig", "HeadConfig", "ModelConfig", "PretrainConfig", "StoreFormatConfig",
     "StudentTrainConfig", "TeacherTrainConfig", "TrainConfig", "WorldConfig",
     "apply_overrides", "config_from_dict", "config_to_dict", "describe_difference", "first_difference", "flatten",
-    "load_config", "parse_override", "run_content", "validate",
+    "load_config", "parse_override", "resolve_config", "run_content", "shipped_configs", "validate",
 ]

@@ -1,6 +1,6 @@
 """Loading a config: YAML, dotted CLI overrides, type checks, and conversion back to plain dicts.
 
-`load_config("configs/demo.yaml", ["model.channels.cam=32"])` returns a validated `Config`.
+`load_config("demo", ["model.channels.cam=32"])` returns a validated `Config` (a shipped name or a YAML path).
 Unknown keys, wrong types and malformed overrides raise `ConfigError` naming the key and the fix.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from simdistill.config.checks import validate
+from simdistill.config.files import resolve_config
 from simdistill.config.sections import Config
 from simdistill.errors import ConfigError
 
@@ -145,12 +146,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (None = the built-in defaults, i.e. paper sizes) and apply overrides."""
+    """Load a YAML config, by path or shipped name (`resolve_config`), and apply overrides. None = the dataclass
+    defaults (paper sizes), not the CLI's default config."""
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file '{p}' does not exist; pass --config configs/demo.yaml or another YAML file")
+        p = resolve_config(path)
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:

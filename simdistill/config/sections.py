@@ -42,7 +42,7 @@ DEFAULT_TASKS: tuple[tuple[str, ...], ...] = (
 )
 
 DISTILL_LOSSES: tuple[str, ...] = ("imd", "cmd", "mmd_f", "mmd_p")
-"""The four distillation terms (DESIGN.md §6), in the order they are listed everywhere."""
+"""The four distillation terms (docs/design.md, "Losses"), in the order they are listed everywhere."""
 
 STUDENT_VARIANTS: tuple[str, ...] = ("simdistill", "baseline")
 """Camera-only students: SimDistill (two branches, GCM) and the BEVFusion-C baseline."""
@@ -262,7 +262,7 @@ class StudentTrainConfig(TrainConfig):
 
 @dataclass
 class DistillConfig:
-    """Which distillation terms are on and their weights (DESIGN.md §6)."""
+    """Which distillation terms are on and their weights (docs/design.md, "Losses")."""
 
     losses: tuple[str, ...] = DISTILL_LOSSES
     # IMD and MMD-F over the whole grid ("mean", the paper's) or weighted by the GT foreground mask and divided by
@@ -278,7 +278,7 @@ class DistillConfig:
 
 @dataclass
 class StoreFormatConfig:
-    """How the feature store encodes what it holds (DESIGN.md §5): codecs, sharding, storage transforms."""
+    """How the feature store encodes what it holds (docs/store-format.md): codecs, sharding, storage transforms."""
 
     zstd_level: int = 3
     shuffle: bool = True  # byte-shuffle before zstd
@@ -322,7 +322,10 @@ class ExportConfig:
 class Config:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads for training/evaluation (0 = torch's default: one per core)
+    # torch CPU threads for training/evaluation (0 = torch's default: one per core). Bit-reproducible runs (same
+    # seed, config and data → the same checkpoint) are promised for threads: 1 on the CPU; more threads are not
+    # promised to be (docs/reproducibility.md).
+    threads: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

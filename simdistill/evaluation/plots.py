@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Polygon  # noqa: E402
 
+from simdistill.config import DISTILL_LOSSES  # noqa: E402
 from simdistill.errors import DataError  # noqa: E402
 from simdistill.pipeline.geometry import box_corners  # noqa: E402
 
@@ -115,15 +116,21 @@ def _series(records: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
     return series
 
 
+def _colour(key: str) -> str:
+    """One colour per term in every panel (a term's loss and its gradient norm match)."""
+    order = ("loss", "gt", "gt_heatmap", "gt_bbox", "depth", *DISTILL_LOSSES, "NDS", "mAP")
+    return f"C{order.index(key) % 10}" if key in order else "0.4"
+
+
 def _panel(ax: plt.Axes, series: dict[str, tuple[list[float], list[float]]], *, ylabel: str, smoothing: float,
-           bold: str = "") -> None:
-    positive = True
+           bold: str = "", log: bool = True) -> None:
+    positive = log
     for key in sorted(series, key=lambda k: (k != bold, k)):
         steps, vals = series[key]
         arr = np.asarray(vals)
         positive &= bool((arr > 0).all())
         smooth = _smooth(arr, smoothing) if smoothing else arr
-        (line,) = ax.plot(steps, smooth, label=key, linewidth=2.0 if key == bold else 1.2,
+        (line,) = ax.plot(steps, smooth, label=key, linewidth=2.0 if key == bold else 1.2, color=_colour(key),
                           marker="o" if len(arr) < 30 else None, markersize=3)
         if smoothing:
             ax.plot(steps, arr, color=line.get_color(), alpha=0.2, linewidth=0.8)  # raw values, faint
@@ -136,19 +143,28 @@ def _panel(ax: plt.Axes, series: dict[str, tuple[list[float], list[float]]], *, 
 
 
 def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, *, smoothing: float = 0.6) -> Path:
-    """The training log as pictures: each loss term (smoothed); if logged, each term's gradient norm on the shared
-    image/lift parameters (`grad_norm/<term>`, log scale); and the val learning curve (`val_mAP`, `val_NDS`)."""
+    """The training log as pictures: the total and GT loss terms (smoothed); the distillation terms on a panel of
+    their own; if logged, each term's gradient norm on the shared image/lift parameters (`grad_norm/<term>`); and
+    the val learning curve (`val_mAP`, `val_NDS`). Panels whose values are all positive use a log axis."""
     series = _series(read_jsonl(jsonl_path))
     grads = {k.removeprefix("grad_norm/"): v for k, v in series.items() if k.startswith("grad_norm/")}
     curve = {k.removeprefix("val_"): v for k, v in series.items() if k.startswith("val_")}
     losses = {k: v for k, v in series.items() if not k.startswith(("grad_norm/", "val_"))}
     if not losses:
         raise DataError(f"{jsonl_path} has no numeric loss values; expected lines like {{\"step\": 1, \"loss\": 0.5}}")
-    panels = [("loss", losses, smoothing)] + [("gradient norm, shared params", grads, smoothing)] * bool(grads) \
+    # The distillation terms are one to two orders below the GT loss: on their own axis they can be read.
+    distill = {k: losses.pop(k) for k in DISTILL_LOSSES if k in losses}
+    panels = [("loss (total and GT terms)", losses, smoothing)] \
+        + [("distillation terms (weighted)", distill, smoothing)] * bool(distill) \
+        + [("gradient norm, shared params", grads, smoothing)] * bool(grads) \
         + [("val (devkit)", curve, 0.0)] * bool(curve)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), dpi=100, squeeze=False)
-    for ax, (label, data, smooth) in zip(axes[0], panels):
-        _panel(ax, data, ylabel=label, smoothing=smooth, bold="loss")
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (label, data, smooth) in zip(axes.flat, panels):
+        _panel(ax, data, ylabel=label, smoothing=smooth, bold="loss", log=data is not curve)
     axes[0][0].set_title(Path(jsonl_path).name)
     fig.tight_layout()
     return save_figure(fig, out_png)

@@ -1,4 +1,4 @@
-"""Interop with mmdetection3d, the optional extra `simdistill[mmdet3d]` (see README, "mmdetection3d interop").
+"""Interop with mmdetection3d, the optional extra `simdistill[mmdet3d]` (see docs/mmdet3d.md).
 
 Nothing here is imported by the core package. `feature_tap`, `tapped_teacher` and `bevfusion_inputs` are
 plain PyTorch; `mmdet3d_teacher` (build a user's detector) and `mmdet3d_cpu_bevfusion` (a BEVFusion-layout

@@ -17,7 +17,7 @@ Deliberate differences, each asserted as documented behaviour:
   and puts it in cell 0; we floor and drop it. Objects outside the BEV range are not targets; mmdet3d
   pipelines drop them with ObjectRangeFilter before the head ever sees them.
 - Batch normalisation. mmdet3d divides a batch's summed loss by the batch's peak / object count; we
-  normalise per view and average over views (DESIGN.md §6), so a view's loss does not depend on its
+  normalise per view and average over views (docs/design.md, "Losses"), so a view's loss does not depend on its
   batch companions (DDP and batch-size changes keep per-view weights). mmdet3d also divides the bbox term
   by (num + 1e-4) and the focal term by (num_pos + float32 eps); we divide by max(1, num).
 """

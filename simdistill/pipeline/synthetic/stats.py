@@ -1,6 +1,6 @@
 """How large a world's objects are at the network's input: per-class heights in feature pixels.
 
-Used to size the synthetic benchmark (configs/bench.yaml): a camera detector needs objects a few feature pixels
+Used to size the synthetic benchmark (the bench config): a camera detector needs objects a few feature pixels
 tall. Works on any nuScenes dataroot the devkit loads, real or synthetic.
 """
 
