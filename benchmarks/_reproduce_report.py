@@ -9,10 +9,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from simdistill.evaluation.results_chart import PAPER_NUSCENES_VAL, plot_results
+
 BASELINE = "baseline"
 ARCH_ONLY = "two-branch, GT only"
 FULL = "full"
-RELEASED = "released code's student (reads LiDAR at test: NOT camera-only)"
+RELEASED = "released code's student (LiDAR at test: NOT camera-only)"
 TARGETS = {"P1": {"NDS": 0.04, "rel_mAP": 0.14}, "P2": {"NDS": 0.02, "rel_mAP": 0.07}}
 SEEDS_WANTED = 5
 PAPER = ("Paper (real nuScenes val; the paper's numbers, not ours): BEVFusion teacher 68.5 mAP / 71.4 NDS; "
@@ -198,7 +200,10 @@ def write_all(records: list[dict[str, Any]], teacher: dict[str, Any], *, out_dir
                                                       "teacher": {k: teacher[k] for k in ("mAP", "NDS")},
                                                       "runs": runs}, indent=2) + "\n")
     plot_learning_curves(records, workdir, out_dir / "learning_curves.png")
-    plot_paired(records, out_dir / "paired_differences.png")
+    if records:  # every seed per arm, mean ± std, the paired differences, the paper's values marked as the paper's
+        plot_results(runs, out_dir / "results.png", baseline=BASELINE, unpaired=(RELEASED,),
+                     paper={BASELINE: PAPER_NUSCENES_VAL["baseline"], FULL: PAPER_NUSCENES_VAL["simdistill"]},
+                     title="SimDistill on the synthetic benchmark (the paper's real-nuScenes values: hollow diamonds)")
     return {"runs": len(records), "teacher": {k: teacher[k] for k in ("mAP", "NDS")},
             "verdict": {p: {"NDS_gain": f["NDS"]["gain"], "mAP_relative_gain": f["mAP"]["relative_gain"],
                             "targets_met": [t["met"] for t in f["targets"]]} for p, f in figures.items()}}
@@ -228,34 +233,6 @@ def plot_learning_curves(records: list[dict[str, Any]], workdir: Path, out_png: 
         ax.grid(True, linewidth=0.3)
         ax.legend(fontsize=6)
     fig.suptitle("Learning curves (synthetic benchmark; each line one seed)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-
-
-def plot_paired(records: list[dict[str, Any]], out_png: Path) -> None:
-    """Per seed, full − baseline on val (NDS and mAP points), each protocol, with the targets drawn as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    protocols = [p for p in ("P1", "P2") if verdict_figures(records, p)["NDS"]["paired"]]
-    if not protocols:
-        return
-    fig, axes = plt.subplots(1, len(protocols), figsize=(5.5 * len(protocols), 3.6), squeeze=False)
-    for ax, protocol in zip(axes[0], protocols):
-        f = verdict_figures(records, protocol)
-        seeds = list(f["NDS"]["paired"])
-        x = range(len(seeds))
-        ax.bar([i - 0.2 for i in x], [100 * f["NDS"]["paired"][s] for s in seeds], width=0.4, label="ΔNDS [points]")
-        ax.bar([i + 0.2 for i in x], [100 * f["mAP"]["paired"][s] for s in seeds], width=0.4, label="ΔmAP [points]")
-        ax.axhline(100 * TARGETS[protocol]["NDS"], color="k", linestyle="--", linewidth=0.8,
-                   label=f"target +{100 * TARGETS[protocol]['NDS']:.0f} NDS")
-        ax.axhline(0, color="k", linewidth=0.5)
-        ax.set_xticks(list(x), [f"seed {s}" for s in seeds])
-        ax.set_title(f"{protocol}: full − baseline on val (mean ΔNDS {100 * f['NDS']['gain']:+.2f})", fontsize=9)
-        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)

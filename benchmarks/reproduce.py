@@ -22,7 +22,7 @@ about the time of two sequential two-thread runs, and a single-thread run does n
 takes a core. Finished rows are reused (their run folder holds row.json), so an interrupted invocation, or one in a
 later session, trains only what is missing; the report always merges every finished row of the workdir:
 RESULTS/factorial.md (dev), RESULTS/verdict.md (val), RESULTS/verdict.json (one record per finished run),
-RESULTS/learning_curves.png and RESULTS/paired_differences.png, and the JSON figures as the last line on stdout.
+RESULTS/learning_curves.png and RESULTS/results.png (every seed, mean ± std, paired differences), and the JSON figures as the last line on stdout.
 
     python benchmarks/reproduce.py --rows factorial            # the shipped bench_fast config, both protocols, dev
     python benchmarks/reproduce.py --rows verdict,released     # val, 5 seeds per arm

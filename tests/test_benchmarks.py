@@ -132,7 +132,7 @@ def test_reproduce_smoke(tmp_path: Path) -> None:
     runs = json.loads((results / "verdict.json").read_text())["runs"]
     assert {(r["protocol"], r["split"], r["row"]) for r in runs} == {
         ("P2", "dev", "baseline"), ("P2", "dev", "full"), ("P1", "val", "baseline"), ("P1", "val", "full"),
-        ("P1", "val", "released code's student (reads LiDAR at test: NOT camera-only)")}
+        ("P1", "val", "released code's student (LiDAR at test: NOT camera-only)")}
     assert all({"seed", "mAP", "NDS", "steps"} <= set(r) and r["steps"] > 0 for r in runs)
     assert "P2" in (results / "factorial.md").read_text() and "not measurable yet" in (results / "verdict.md").read_text()
     assert (results / "learning_curves.png").stat().st_size > 1000
