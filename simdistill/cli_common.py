@@ -9,6 +9,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
+from simdistill.config import Config, load_config
 from simdistill.errors import SimDistillError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,17 +57,12 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_cli_config(config: Optional[Path], overrides: Optional[list[str]]):  # noqa: ANN201 - returns Config
-    """The --config file (default configs/demo.yaml) with the --set overrides applied; its `storage_options`
-    apply to every store URL the command opens."""
-    from simdistill.config import load_config
-    from simdistill.feature_store.storage import use_storage_options
-
+def load_cli_config(config: Optional[Path], overrides: Optional[list[str]]) -> Config:
+    """The --config file (default configs/demo.yaml) with the --set overrides applied (its `storage_options` travel
+    with the store URLs the commands open: `feature_store.StoreURL`)."""
     path = config
     if path is None:
         path = Path("configs/demo.yaml") if Path("configs/demo.yaml").is_file() else DEFAULT_CONFIG
-    cfg = load_config(path, list(overrides or []))
-    use_storage_options(cfg.storage_options)
-    return cfg
+    return load_config(path, list(overrides or []))
 
 

@@ -84,23 +84,6 @@ def tiny_store(tiny_world: Path, tiny_teacher: Path, tmp_path_factory: pytest.Te
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # botocore must never look for a cloud's metadata server
 
 
-@pytest.fixture(autouse=True)
-def _restore_storage_options():
-    """Commands apply `storage_options` to this process (fsspec's config): undo that after every test."""
-    import copy
-
-    import fsspec
-
-    from simdistill.feature_store import storage
-
-    conf, applied = copy.deepcopy(fsspec.config.conf), copy.deepcopy(storage._APPLIED_OPTIONS)
-    yield
-    fsspec.config.conf.clear()
-    fsspec.config.conf.update(conf)
-    storage._APPLIED_OPTIONS.clear()
-    storage._APPLIED_OPTIONS.update(applied)
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory):
     """moto's S3 server on 127.0.0.1, started once per session and stopped at its end."""

@@ -41,6 +41,7 @@ from simdistill.feature_store.schema import (
     dim_sizes,
 )
 from simdistill.feature_store.show import box_corners_grid
+from simdistill.feature_store.storage import StoreLike
 
 N_SAMPLES, VPS, P, K = 3, 2, 7, 5
 N_VIEWS = N_SAMPLES * VPS
@@ -105,11 +106,11 @@ def random_view(rng: np.random.Generator, cfg: Config, v: int, *, fg_fraction: f
     )
 
 
-def write_store(path: Path | str, cfg: Config, *, seed: int = 0, views: int | None = None, **kw) -> list[TeacherView]:
+def write_store(path: StoreLike, cfg: Config, *, seed: int = 0, views: int | None = None, **kw) -> list[TeacherView]:
     """Create a store and write its first `views` views (all by default); returns every view's input."""
     rng = np.random.default_rng(seed)
     tvs = [random_view(rng, cfg, v, **kw) for v in range(N_VIEWS)]
-    writer = create_store(str(path), cfg=cfg, n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(cfg))
+    writer = create_store(path, cfg=cfg, n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(cfg))
     with writer.lock():
         for v in range(N_VIEWS if views is None else views):
             writer.write_view(v, tvs[v])

@@ -102,4 +102,4 @@ def test_prefetcher_on_a_spawned_process_cluster(store: str) -> None:
 def _opened_in_worker() -> tuple[int, list[str]]:
     from simdistill.feature_store import prefetch
 
-    return os.getpid(), list(prefetch._WORKER_READERS)
+    return os.getpid(), [reader.url for reader in prefetch._WORKER_READERS.values()]

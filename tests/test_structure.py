@@ -137,3 +137,25 @@ def test_modules_and_functions_stay_small(module: Path) -> None:
             if size > MAX_FUNCTION_LINES:
                 long.append(f"{node.name} ({size} lines)")
     assert not long, f"{rel}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+FSSPEC_GLOBALS = ("config",)
+"""fsspec module attributes that hold process-global settings (`fsspec.config.conf`): options travel with the store
+URL instead (`feature_store.storage.StoreURL`)."""
+
+
+def test_no_module_touches_fsspec_global_config() -> None:
+    found = []
+    for module in _modules():
+        tree = ast.parse(module.read_text(), filename=str(module))
+        for node in ast.walk(tree):
+            hit = (isinstance(node, ast.Attribute) and node.attr in FSSPEC_GLOBALS
+                   and isinstance(node.value, ast.Name) and node.value.id == "fsspec")
+            hit = hit or (isinstance(node, ast.ImportFrom) and node.module is not None
+                          and (node.module.startswith("fsspec.config")
+                               or (node.module == "fsspec" and any(a.name in FSSPEC_GLOBALS for a in node.names))))
+            hit = hit or (isinstance(node, ast.Import) and any(a.name.startswith("fsspec.config") for a in node.names))
+            if hit:
+                found.append(f"{module.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found, ("fsspec's process-global config is used (pass storage options with the URL, as a StoreURL):\n"
+                       + "\n".join(found))

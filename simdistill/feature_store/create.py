@@ -42,7 +42,7 @@ from simdistill.feature_store.schema import (
     chunk_shape,
     dim_sizes,
 )
-from simdistill.feature_store.storage import local_root, make_store, open_group
+from simdistill.feature_store.storage import StoreLike, StoreURL, local_root, make_store, open_group, store_url
 from simdistill.feature_store.writer import FeatureStoreWriter, store_errors
 
 FILL_VALUES = {"float16": float("nan"), "float32": float("nan"), "int32": -1, "int16": -1, "bool": False}
@@ -105,7 +105,7 @@ def group_attrs(cfg: Config, attrs: StoreAttrs) -> dict[str, Any]:
 
 
 def create_store(
-    url: str,
+    url: StoreLike,
     *,
     cfg: Config,
     n_views: int,
@@ -114,7 +114,7 @@ def create_store(
     overwrite: bool = False,
 ) -> FeatureStoreWriter:
     """Create an empty store for `n_views` views (refuses an existing store unless `overwrite`)."""
-    url = str(url)
+    url = store_url(url)
     attrs.validate(n_views=n_views, aug_dim=aug_dim)
     if cfg.store_format.sharding and cfg.store_format.views_per_shard < 1:
         raise StoreError(f"store_format.views_per_shard must be >= 1, got {cfg.store_format.views_per_shard}")
@@ -156,12 +156,12 @@ def create_store(
     return FeatureStoreWriter(url, group, cfg)
 
 
-def open_for_resume(url: str, *, cfg: Config, attrs: StoreAttrs) -> FeatureStoreWriter:
+def open_for_resume(url: StoreLike, *, cfg: Config, attrs: StoreAttrs) -> FeatureStoreWriter:
     """Reopen a store to finish it; refuses one made from another teacher, config or dataset.
 
     Compared: `store_content` of the stored attributes and of this run (see the module docstring).
     """
-    url = str(url)
+    url = store_url(url)
     group = open_group(url, mode="r+")
     stored = json.loads(json.dumps(group.attrs.asdict()))  # a deep copy we may edit
     if stored.get("schema_version") != SCHEMA_VERSION:
@@ -191,7 +191,7 @@ def store_content(cfg: Config | dict[str, Any], attrs: dict[str, Any]) -> dict[s
 
 
 def create_or_resume_store(
-    url: str,
+    url: StoreLike,
     *,
     cfg: Config,
     n_views: int,
@@ -203,7 +203,7 @@ def create_or_resume_store(
 
     `overwrite` replaces an existing store instead (the only way past a resume refusal).
     """
-    if overwrite or not _exists(str(url)):
+    if overwrite or not _exists(store_url(url)):
         return create_store(url, cfg=cfg, n_views=n_views, aug_dim=aug_dim, attrs=attrs, overwrite=overwrite)
     writer = open_for_resume(url, cfg=cfg, attrs=attrs)
     if (writer.n_views, writer.sizes["P"]) != (n_views, aug_dim):
@@ -214,10 +214,10 @@ def create_or_resume_store(
     return writer
 
 
-def open_for_write(url: str) -> FeatureStoreWriter:
+def open_for_write(url: StoreLike) -> FeatureStoreWriter:
     """Reopen a store inside an export task, with the config it was created with (no checks: the
     coordinator made them with `create_or_resume_store` and holds the lock)."""
-    url = str(url)
+    url = store_url(url)
     group = open_group(url, mode="r+")
     try:
         cfg = config_from_dict(group.attrs["config"])
@@ -228,7 +228,7 @@ def open_for_write(url: str) -> FeatureStoreWriter:
     return FeatureStoreWriter(url, group, cfg)
 
 
-def _exists(url: str) -> bool:
+def _exists(url: StoreURL) -> bool:
     root = local_root(url)
     if root is not None:
         return root.exists() and (root.is_file() or any(root.iterdir()))

@@ -23,7 +23,7 @@ from simdistill.errors import StoreError
 from simdistill.feature_store.codecs import quiet_numcodecs_warning
 from simdistill.feature_store.lock import LOCK_NAME
 from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION
-from simdistill.feature_store.storage import gather, open_group, torn_metadata_message
+from simdistill.feature_store.storage import StoreLike, gather, open_group, store_url, torn_metadata_message
 
 
 def one_line(exc: BaseException) -> str:
@@ -34,8 +34,9 @@ def one_line(exc: BaseException) -> str:
 class FeatureStoreReader:
     """Read access to one store. Not fork-safe: open one per process (see prefetch.py)."""
 
-    def __init__(self, url: str, group: zarr.Group) -> None:
-        self.url = url
+    def __init__(self, url: StoreLike, group: zarr.Group) -> None:
+        self.location = store_url(url)  # the URL with its storage options (what a worker needs to open it too)
+        self.url = str(url)
         self.group = group
         self.attrs: dict[str, Any] = group.attrs.asdict()
         try:
@@ -174,13 +175,13 @@ def check_compatible(url: str, attrs: dict[str, Any], cfg: Config) -> None:
 
 
 def open_store(
-    url: str | Path,
+    url: StoreLike,
     *,
     expect: Config | None = None,
     arrays: list[str] | None = None,
 ) -> FeatureStoreReader:
     """Open a store for reading; `expect` checks compatibility, `arrays` checks they exist."""
-    reader = FeatureStoreReader(str(url), open_group(url, mode="r"))
+    reader = FeatureStoreReader(url, open_group(url, mode="r"))
     if expect is not None:
         check_compatible(reader.url, reader.attrs, expect)
     if arrays is not None:

@@ -5,10 +5,11 @@ extra; `gs://` with `gcsfs`, ...). Local paths use zarr's `LocalStore` (atomic w
 writer can fsync what it wrote); everything else uses `FsspecStore`. Object stores have no fsync: each PUT
 is atomic and durable on success, which is what `done` relies on there.
 
-Options for remote URLs (endpoint, region, ...) come from fsspec's own configuration: the backend's
-environment variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for s3fs), FSSPEC_<PROTOCOL>_<KWARG>
-variables, ~/.config/fsspec files, and the config's `storage_options` applied by
-`use_storage_options`. A remote store is probed with one plain request before zarr opens it, so a wrong
+Options for remote URLs (endpoint, region, ...) travel with the URL: a `StoreURL` is the URL plus the config's
+`storage_options` ({protocol: fsspec kwargs}), passed wherever a URL goes, into Dask workers too. Nothing here
+writes fsspec's process-global config; what the backend reads by itself still applies beneath the options (its
+environment variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for s3fs; FSSPEC_<PROTOCOL>_<KWARG> variables;
+~/.config/fsspec files). A remote store is probed with one plain request before zarr opens it, so a wrong
 endpoint, missing credentials or a missing bucket is one StoreError naming the fix.
 """
 
@@ -17,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -34,7 +37,42 @@ from simdistill.errors import StoreError
 T = TypeVar("T")
 
 
-def local_root(url: str | Path) -> Path | None:
+@dataclass(frozen=True)
+class StoreURL:
+    """A store URL and the fsspec options to open it with: one picklable value, so the options go wherever the URL
+    goes (a Dask worker on another host included) and no process-global state is needed."""
+
+    url: str
+    storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)  # {protocol: kwargs}
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def protocol(self) -> str:
+        return urlparse(self.url).scheme
+
+    def fs_options(self) -> dict[str, Any]:
+        """The fsspec keyword arguments for this URL's file system (its protocol's options, never a listings cache)."""
+        return {**copy.deepcopy(dict(self.storage_options.get(self.protocol, {}))), **NO_LISTINGS_CACHE}
+
+    def cache_key(self) -> str:
+        """A string that differs whenever the URL or its options do (for per-process caches of open stores)."""
+        return json.dumps([self.url, self.storage_options], sort_keys=True, default=str)
+
+
+StoreLike = str | Path | StoreURL
+"""What every function taking a store accepts: a plain path or URL (no options) or a StoreURL."""
+
+
+def store_url(url: StoreLike, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> StoreURL:
+    """`url` as a StoreURL; `storage_options` (config `storage_options`) replace a StoreURL's own when given."""
+    if isinstance(url, StoreURL):
+        return url if storage_options is None else StoreURL(url.url, copy.deepcopy(dict(storage_options)))
+    return StoreURL(str(url), copy.deepcopy(dict(storage_options or {})))
+
+
+def local_root(url: StoreLike) -> Path | None:
     """The directory of a local store URL (plain path or file://), None for remote URLs."""
     text = str(url)
     parsed = urlparse(text)
@@ -45,7 +83,6 @@ def local_root(url: str | Path) -> Path | None:
     return None
 
 
-_APPLIED_OPTIONS: dict[str, dict[str, Any]] = {}
 # A store changes while it is read (training follows an export; resume re-reads `done`): never answer from a
 # cached directory listing, or new chunks and a released lock stay invisible to a long-running process.
 NO_LISTINGS_CACHE = {"use_listings_cache": False}
@@ -53,23 +90,7 @@ CREDENTIALS_HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://"
 ENDPOINT_HINT = "AWS_ENDPOINT_URL (or storage_options.s3.endpoint_url) for s3://"
 
 
-def use_storage_options(options: Mapping[str, Mapping[str, Any]]) -> None:
-    """Use {protocol: fsspec options} (config `storage_options`) for every remote URL this process opens.
-
-    They go into fsspec's config (`fsspec.config.conf`), beside what FSSPEC_* variables and fsspec's config
-    files put there; these win. Dask tasks that open stores take `applied_storage_options()` along.
-    """
-    for protocol, kwargs in options.items():
-        fsspec.config.conf.setdefault(protocol, {}).update(copy.deepcopy(dict(kwargs)))
-        _APPLIED_OPTIONS.setdefault(protocol, {}).update(copy.deepcopy(dict(kwargs)))
-
-
-def applied_storage_options() -> dict[str, dict[str, Any]]:
-    """What `use_storage_options` applied in this process (to apply again in a worker process)."""
-    return copy.deepcopy(_APPLIED_OPTIONS)
-
-
-def _backend_error(url: str | Path, exc: Exception) -> StoreError:
+def _backend_error(url: StoreLike, exc: Exception) -> StoreError:
     scheme = urlparse(str(url)).scheme
     return StoreError(
         f"cannot open store URL '{url}' ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
@@ -84,7 +105,7 @@ def _reason(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def remote_errors(url: str | Path) -> Iterator[None]:
+def remote_errors(url: StoreLike) -> Iterator[None]:
     """Credentials, endpoint and permission failures of a remote store as one-line StoreErrors."""
     try:
         yield
@@ -101,15 +122,16 @@ def remote_errors(url: str | Path) -> Iterator[None]:
         raise
 
 
-def remote_fs(url: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+def remote_fs(url: StoreLike) -> tuple[fsspec.AbstractFileSystem, str]:
     """The synchronous fsspec file system of a remote store URL, and the store's path in it."""
+    loc = store_url(url)
     try:
-        return fsspec.core.url_to_fs(str(url), **NO_LISTINGS_CACHE)
+        return fsspec.core.url_to_fs(loc.url, **loc.fs_options())
     except (ImportError, ValueError) as exc:
         raise _backend_error(url, exc) from None
 
 
-def probe_remote(url: str | Path, *, for_write: bool = False) -> bool:
+def probe_remote(url: StoreLike, *, for_write: bool = False) -> bool:
     """Whether a remote store exists (its zarr.json), checked with one plain request before zarr opens it.
 
     Unreachable endpoints, missing credentials and (for_write) a missing bucket are StoreErrors here, not
@@ -132,18 +154,19 @@ def probe_remote(url: str | Path, *, for_write: bool = False) -> bool:
     return False
 
 
-def make_store(url: str | Path, *, read_only: bool) -> Store:
+def make_store(url: StoreLike, *, read_only: bool) -> Store:
     """A zarr Store for `url` (see the module docstring)."""
     root = local_root(url)
     if root is not None:
         return LocalStore(root, read_only=read_only)
+    loc = store_url(url)
     try:
-        return FsspecStore.from_url(str(url), read_only=read_only, storage_options=NO_LISTINGS_CACHE)
+        return FsspecStore.from_url(loc.url, read_only=read_only, storage_options=loc.fs_options())
     except (ImportError, ValueError) as exc:
         raise _backend_error(url, exc) from None
 
 
-def open_group(url: str | Path, *, mode: str) -> zarr.Group:
+def open_group(url: StoreLike, *, mode: str) -> zarr.Group:
     """Open the store's root group; a missing store, or one whose metadata is torn, is a StoreError."""
     missing = StoreError(f"no feature store at '{url}'; run `simdistill export-teacher` to create it or check the path")
     if not probe_remote(url):
@@ -158,7 +181,7 @@ def open_group(url: str | Path, *, mode: str) -> zarr.Group:
         raise StoreError(torn_metadata_message(url, "zarr.json", exc)) from None
 
 
-def torn_metadata_message(url: str | Path, what: str, exc: BaseException) -> str:
+def torn_metadata_message(url: StoreLike, what: str, exc: BaseException) -> str:
     return (
         f"store {url} has unreadable metadata {what} ({_reason(exc)}); the store is damaged (an interrupted "
         "copy, or edited by hand): re-export it with `simdistill export-teacher ... --overwrite`"

@@ -26,12 +26,12 @@ from simdistill.errors import StoreError
 from simdistill.feature_store.codecs import lossy_arrays, quiet_numcodecs_warning
 from simdistill.feature_store.lock import export_lock
 from simdistill.feature_store.schema import SCHEMA, VIEW_ARRAYS, dim_sizes
-from simdistill.feature_store.storage import chunk_key, fsync_files, gather, local_root
+from simdistill.feature_store.storage import StoreLike, chunk_key, fsync_files, gather, local_root, store_url
 from simdistill.feature_store.transforms import TeacherView, prepare_view
 
 
 @contextlib.contextmanager
-def store_errors(url: str, what: str) -> Iterator[None]:
+def store_errors(url: StoreLike, what: str) -> Iterator[None]:
     """Turn OS errors while writing into one-line StoreErrors naming the fix."""
     try:
         yield
@@ -51,13 +51,14 @@ def store_errors(url: str, what: str) -> Iterator[None]:
 class FeatureStoreWriter:
     """Writes teacher views into an existing store; see the module docstring."""
 
-    def __init__(self, url: str, group: zarr.Group, cfg: Config) -> None:
-        self.url = url
+    def __init__(self, url: StoreLike, group: zarr.Group, cfg: Config) -> None:
+        self.location = store_url(url)  # the URL with its storage options
+        self.url = str(url)
         self.group = group
         self.cfg = cfg
         self.n_views = int(group["done"].shape[0])
         self.sizes = dim_sizes(cfg, n_views=self.n_views, aug_dim=int(group["aug"].shape[1]))
-        self._root = local_root(url)
+        self._root = local_root(self.location)
         with quiet_numcodecs_warning():
             self._arrays = {name: group[name] for name in SCHEMA}
         self._lossy = {name: cfg.store_format.lossy_keepbits for name in lossy_arrays(cfg.store_format)}
@@ -66,7 +67,7 @@ class FeatureStoreWriter:
     # -------------------------------------------------------------------------------------------
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive export lock (a file on local stores, a conditionally created object on s3://; see lock.py)."""
-        return export_lock(self.url)
+        return export_lock(self.location)
 
     def done_views(self) -> np.ndarray:
         """[V] bool: which views are durable."""

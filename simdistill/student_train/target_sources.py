@@ -17,6 +17,7 @@ from simdistill.config import Config
 from simdistill.errors import StoreError
 from simdistill.feature_store import stored_values
 from simdistill.feature_store.schema import dim_sizes
+from simdistill.feature_store.storage import store_url
 from simdistill.pipeline.sample import Batch
 from simdistill.student_train.distill_step import TeacherTargets
 from simdistill.student_train.view_plan import ViewPlan
@@ -43,9 +44,8 @@ class StoreTargets:
     def __init__(self, url: str, cfg: Config, arrays: list[str], *, scheduler: str | None = None,
                  expected_tokens: Sequence[str] | None = None) -> None:
         from simdistill.feature_store import open_store
-        from simdistill.feature_store.storage import use_storage_options
 
-        use_storage_options(cfg.storage_options)  # a remote store's endpoint, as the commands apply it
+        self.location = store_url(url, cfg.storage_options)  # a remote store's endpoint travels with its URL
         self.url = url
         self.arrays = arrays
         self.scheduler = scheduler
@@ -53,7 +53,7 @@ class StoreTargets:
         self.loader = cfg.student_train.loader
         self.threads = cfg.student_train.loader_threads
         self._memory: dict[str, np.ndarray] | None = None
-        reader = open_store(url, expect=cfg)
+        reader = open_store(self.location, expect=cfg)
         reader.require(arrays)
         done = reader.done_views()
         if not bool(np.all(done)):
@@ -80,7 +80,7 @@ class StoreTargets:
 
         float32 = device.type == "cpu"
         if self.loader == "direct":  # synchronous reads in the training loop (the comparison baseline)
-            reader = open_store(self.url, arrays=self.arrays)
+            reader = open_store(self.location, arrays=self.arrays)
             for views in view_batches:
                 yield _targets(read_batch(reader, views, self.arrays, float32=float32), device)
             return
@@ -90,7 +90,7 @@ class StoreTargets:
                 idx = np.asarray(views, dtype=np.int64)
                 yield _targets({k: x[idx] for k, x in held.items()}, device)
             return
-        with TargetPrefetcher(self.url, arrays=self.arrays, batches=view_batches, prefetch=self.prefetch,
+        with TargetPrefetcher(self.location, arrays=self.arrays, batches=view_batches, prefetch=self.prefetch,
                               scheduler=self.scheduler, threads=self.threads, float32=float32) as prefetcher:
             for arrays in prefetcher:
                 yield _targets(arrays, device)
@@ -101,7 +101,7 @@ class StoreTargets:
         from simdistill.feature_store import open_store
 
         if self._memory is None:
-            reader = open_store(self.url, arrays=self.arrays)
+            reader = open_store(self.location, arrays=self.arrays)
             parts: dict[str, list[np.ndarray]] = {name: [] for name in self.arrays}
             for start in range(0, reader.n_views, MEMORY_READ_VIEWS):
                 views = list(range(start, min(start + MEMORY_READ_VIEWS, reader.n_views)))

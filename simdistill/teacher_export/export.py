@@ -20,11 +20,7 @@ from simdistill.cluster import connect, local_cluster, quiet_task, task_result
 from simdistill.config import Config, config_to_dict
 from simdistill.errors import DataError
 from simdistill.feature_store import StoreAttrs, create_or_resume_store
-from simdistill.feature_store.storage import (
-    local_root,
-    probe_remote,
-    use_storage_options,
-)
+from simdistill.feature_store.storage import local_root, probe_remote, store_url
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sources import DataSource, open_data_source
 from simdistill.teacher_export.plan import pending_tasks, plan_views
@@ -96,8 +92,8 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
                    overwrite: bool = False, progress: bool = True) -> ExportReport:
     """Export the teacher into the store at `out` (see the module docstring); everything a user can get wrong
     (store location, teacher, dataroot files, scheduler) is checked before a worker starts or a chunk is written."""
-    use_storage_options(cfg.storage_options)
-    probe_remote(out, for_write=True)
+    location = store_url(out, cfg.storage_options)  # the store URL with its options, wherever it goes
+    probe_remote(location, for_write=True)
     checkpoint = Path(checkpoint)
     teacher = describe_teacher(cfg, checkpoint)
     source = open_data_source(cfg.data, cfg.export.split)
@@ -107,7 +103,7 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(contextlib.closing(connect(scheduler))) if scheduler else None
-        writer = create_or_resume_store(out, cfg=cfg, n_views=plan.n_views, aug_dim=plan.params.shape[1],
+        writer = create_or_resume_store(location, cfg=cfg, n_views=plan.n_views, aug_dim=plan.params.shape[1],
                                         attrs=_store_attrs(cfg, teacher, source, builder, plan.views_per_sample),
                                         overwrite=overwrite)
         stack.enter_context(writer.lock())
@@ -117,7 +113,7 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
         if tasks and client is None:
             client = stack.enter_context(local_cluster(cfg.export.workers, log_dir=log_dir,
                                                        dashboard=cfg.export.dashboard))
-        run = functools.partial(run_export_task, store_url=str(out), cfg_dict=config_to_dict(cfg),
+        run = functools.partial(run_export_task, store=location, cfg_dict=config_to_dict(cfg),
                                 split_name=source.split, checkpoint=str(checkpoint.resolve()))
         with TrainProgress("export", total=plan.n_views, start=skipped, enabled=progress and bool(tasks),
                            unit="view") as bar:

@@ -24,7 +24,7 @@ import torch
 
 from simdistill.config import Config, config_from_dict
 from simdistill.feature_store import FeatureStoreWriter, TeacherView, open_for_write
-from simdistill.feature_store.storage import remote_errors, use_storage_options
+from simdistill.feature_store.storage import StoreURL, remote_errors
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sample import collate
 from simdistill.pipeline.sources import open_data_source
@@ -125,16 +125,15 @@ class BackgroundWriter:
             raise self.error
 
 
-def run_export_task(*, store_url: str, cfg_dict: dict[str, Any], split_name: str, checkpoint: str,
+def run_export_task(*, store: StoreURL, cfg_dict: dict[str, Any], split_name: str, checkpoint: str,
                     views: list[int], params: np.ndarray, sample_index: np.ndarray,
                     view_index: np.ndarray) -> dict[str, float]:
     """Export `views` (all owned by this task; params [N, P], sample_index and view_index [N]); TaskStats dict."""
     t_start = time.perf_counter()
-    use_storage_options(config_from_dict(cfg_dict).storage_options)  # this worker may be on another host
     ctx = export_context(cfg_dict, split_name, checkpoint)
     torch.set_num_threads(max(1, ctx.cfg.export.threads_per_worker))
     stats = TaskStats()
-    writer = BackgroundWriter(open_for_write(store_url), ctx.cfg.export.write_queue, stats)
+    writer = BackgroundWriter(open_for_write(store), ctx.cfg.export.write_queue, stats)
     try:
         made = teacher_views(ctx, params=params, sample_index=sample_index, view_index=view_index, stats=stats)
         for v, view in zip(views, made):
