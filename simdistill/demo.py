@@ -68,7 +68,7 @@ def run_demo(cfg: Config, *, workdir: Path) -> str:
     from simdistill.evaluation.run import curve_hooks
     from simdistill.student_train.trainer import train_student
     from simdistill.teacher_export.export import export_teacher
-    from simdistill.training.teacher_trainer import train_teacher
+    from simdistill.teacher.trainer import train_teacher
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

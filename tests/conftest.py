@@ -53,6 +53,14 @@ def tiny_config(tiny_world: Path):
     return load_config(TINY_CONFIG, tiny_overrides(tiny_world))
 
 
+@pytest.fixture()
+def cfg():
+    """The store tests' tiny config: a 12 x 16 BEV grid with 4 / 6 / 5 channels (helpers.store.tiny_cfg)."""
+    from helpers.store import tiny_cfg
+
+    return tiny_cfg()
+
+
 def make_tiny_config(world: Path, extra: list[str] | None = None):
     from simdistill.config import load_config
 
@@ -62,7 +70,7 @@ def make_tiny_config(world: Path, extra: list[str] | None = None):
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher checkpoint trained for a few steps on the tiny world (no evaluation)."""
-    from simdistill.training.teacher_trainer import train_teacher
+    from simdistill.teacher.trainer import train_teacher
 
     out = tmp_path_factory.mktemp("teacher")
     return train_teacher(make_tiny_config(tiny_world), out_dir=out, progress=False).checkpoint

@@ -30,10 +30,12 @@ def test_each_command_help(cmd):
     assert "--" in result.output and len(result.output.splitlines()) > 5
 
 
-@pytest.mark.parametrize("sub", ["info", "verify", "show"])
-def test_store_subcommand_help(sub):
+@pytest.mark.parametrize(("sub", "says"), [("info", "views done/total"), ("verify", "--reset-bad"),
+                                           ("show", "--view")])
+def test_store_subcommand_help(sub, says):
     result = runner.invoke(app, ["store", sub, "--help"])
     assert result.exit_code == 0
+    assert says in result.output and "Store path or URL" in result.output, result.output
 
 
 def _assert_user_error(result, *words: str) -> None:

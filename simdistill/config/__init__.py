@@ -19,6 +19,7 @@ from simdistill.config.loading import (
     parse_override,
 )
 from simdistill.config.sections import (
+    BOX_CODE_SIZE,
     CAMERA_NAMES,
     CLASS_NAMES,
     DEFAULT_TASKS,
@@ -46,7 +47,7 @@ from simdistill.config.sections import (
 )
 
 __all__ = [
-    "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_TASKS", "DISTILL_LOSSES", "MACHINE_KEYS", "MODEL_KINDS",
+    "BOX_CODE_SIZE", "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_TASKS", "DISTILL_LOSSES", "MACHINE_KEYS", "MODEL_KINDS",
     "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS", "TEACHER_CONTENT",
     "AugmentConfig", "BEVConfig", "BackboneConfig", "ChannelsConfig", "Config", "DataConfig", "DecoderConfig",
     "DistillConfig", "ExportConfig", "GCMConfig", "HeadConfig", "ModelConfig", "StoreFormatConfig",

@@ -196,11 +196,16 @@ def export_lock(url: StoreLike) -> Iterator[None]:
             if _is_ours(_read(path)):
                 path.unlink(missing_ok=True)
         return
-    with remote_errors(url):
+    with remote_errors(url, what="taking the export lock"):
         lock = _RemoteLock(url)
         lock.acquire()
     try:
         yield
-    finally:
-        with remote_errors(url):
+    except BaseException:
+        # The error under way is the one to report, even when the storage server is gone and the lock cannot be
+        # released now: a lock left behind by this process is stale once it has exited, and the re-run takes it over.
+        with contextlib.suppress(Exception):
             lock.release()
+        raise
+    with remote_errors(url, what="releasing the export lock"):
+        lock.release()

@@ -31,6 +31,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from simdistill.cluster import connect, quiet_task, task_result
 from simdistill.errors import StoreError
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
 from simdistill.feature_store.storage import StoreLike, StoreURL, store_url
@@ -95,15 +96,11 @@ class TargetPrefetcher:
         if scheduler is None:
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simdistill-prefetch")
         else:
-            from simdistill.cluster import connect
-
             self._client = connect(scheduler)  # ClusterError, as in export-teacher, when unreachable
 
     def _submit(self, views: Sequence[int]) -> Any:
         vs = [int(v) for v in views]
         if self._client is not None:
-            from simdistill.cluster import quiet_task
-
             return self._client.submit(quiet_task, _remote_read, self.location, vs, self.arrays,
                                        self.float32, pure=False)
         if self._pool is None:
@@ -126,8 +123,6 @@ class TargetPrefetcher:
             if self._client is None:
                 yield future.result()
                 continue
-            from simdistill.cluster import task_result
-
             yield task_result(future, what=f"reading targets from {self.url}")
 
     def close(self) -> None:

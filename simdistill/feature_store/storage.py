@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,22 +105,110 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[0][:160]}" if text else exc.__class__.__name__
 
 
+LOST_SERVER_ERRORS = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+    "ClientConnectorError", "ClientConnectionError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
+    "ResponseStreamingError", "ConnectionError",  # botocore's, and the builtin (refused, reset, aborted)
+})
+"""Exception class names (botocore, aiohttp, builtin) that mean the storage server cannot be reached: they are not
+all OSErrors, and zarr, s3fs and aiobotocore re-raise them from different layers, so they are recognised by name
+anywhere in the exception's chain."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for e in _chain(exc) for cls in type(e).__mro__}
+
+
+def storage_server(url: StoreLike, exc: BaseException | None = None) -> str:
+    """Where the storage server of a remote store is: its endpoint from the options, the environment or the error."""
+    loc = store_url(url)
+    options = loc.fs_options()
+    endpoint = options.get("endpoint_url") or options.get("client_kwargs", {}).get("endpoint_url")
+    if not endpoint and loc.protocol == "s3":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint and exc is not None:
+        found = re.search(r"https?://[^/\s\"']+", " ".join(str(e) for e in _chain(exc)))
+        endpoint = found.group(0) if found else None
+    return str(endpoint or f"the {loc.protocol}:// service")
+
+
 @contextlib.contextmanager
-def remote_errors(url: StoreLike) -> Iterator[None]:
-    """Credentials, endpoint and permission failures of a remote store as one-line StoreErrors."""
+def remote_errors(url: StoreLike, *, what: str | None = None) -> Iterator[None]:
+    """Credentials, endpoint and permission failures of a remote store as one-line StoreErrors.
+
+    `what` names the work under way: a server lost in the middle of it is reported with how to resume.
+    """
     try:
         yield
+    except StoreError:
+        raise
     except PermissionError as exc:
         raise StoreError(f"access to {url} was denied ({_reason(exc)}); check the credentials "
                          f"({CREDENTIALS_HINT}) and the bucket's permissions") from None
     except Exception as exc:  # botocore / aiohttp errors are not OSErrors: recognise them by name
-        names = {cls.__name__ for cls in type(exc).__mro__}
+        names = _names(exc)
         if names & {"NoCredentialsError", "PartialCredentialsError"}:
             raise StoreError(f"no credentials to open {url} ({_reason(exc)}); set {CREDENTIALS_HINT}") from None
-        if names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError"}:
-            raise StoreError(f"cannot reach the storage server of {url} ({_reason(exc)}); start it or set "
-                             f"{ENDPOINT_HINT}") from None
+        if names & LOST_SERVER_ERRORS:
+            settle_pending_io()
+            raise lost_server_error(url, exc, what=what) from None
         raise
+
+
+@contextlib.contextmanager
+def server_errors(url: StoreLike, *, what: str) -> Iterator[None]:
+    """A storage server lost in the middle of `what` as one StoreError; every other error passes through unchanged
+    (so a local store's errors keep their own messages)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recognised by name, re-raised otherwise
+        if _names(exc) & LOST_SERVER_ERRORS:
+            settle_pending_io()
+            raise lost_server_error(url, exc, what=what) from None
+        raise
+
+
+SETTLE_S = 10.0  # how long a failed operation waits for the I/O it left in flight
+
+
+def settle_pending_io() -> None:
+    """Let the I/O that a failed zarr operation left in flight finish (bounded by SETTLE_S), and mark its errors seen.
+
+    asyncio.gather does not cancel the rest when one request fails: without this, those requests are destroyed
+    pending at exit and print tracebacks ("Task was destroyed but it is pending!", "coroutine ... never awaited")
+    after the one-line error.
+    """
+
+    async def settle() -> None:
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            done, _ = await asyncio.wait(others, timeout=SETTLE_S)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: no "exception was never retrieved" log later
+
+    with contextlib.suppress(Exception):
+        sync(settle())
+
+
+def lost_server_error(url: StoreLike, exc: BaseException, *, what: str | None = None) -> StoreError:
+    """The one-line error for an unreachable storage server, before any work or in the middle of `what`: it names
+    the server and says how to resume."""
+    server = storage_server(url, exc)
+    cause = next((e for e in _chain(exc) if {c.__name__ for c in type(e).__mro__} & LOST_SERVER_ERRORS), exc)
+    during = f" while {what}" if what else ""
+    return StoreError(f"cannot reach the storage server of {url} at {server}{during} ({_reason(cause)}); start it "
+                      f"or set {ENDPOINT_HINT}, then re-run the same command: it resumes, finished work is kept")
 
 
 def remote_fs(url: StoreLike) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.progress import Progress
 
+from simdistill.feature_store.create import open_for_write
 from simdistill.feature_store.reader import one_line, open_store
 from simdistill.feature_store.schema import (
     SCHEMA,
@@ -105,8 +106,6 @@ def verify_store(url: StoreLike, *, progress: bool = True) -> VerifyReport:
 def reset_bad_views(report: VerifyReport) -> list[int]:
     """Clear the done flag of every view `report` found bad, under the export lock, so that re-running the same
     export rewrites exactly those views. Returns the views reset."""
-    from simdistill.feature_store.create import open_for_write
-
     views = report.bad_views
     if views:
         writer = open_for_write(report.location or report.url)

@@ -24,12 +24,12 @@ import torch
 
 from simdistill.config import Config, config_from_dict
 from simdistill.feature_store import FeatureStoreWriter, TeacherView, open_for_write
-from simdistill.feature_store.storage import StoreURL, remote_errors
+from simdistill.feature_store.storage import StoreURL
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sample import collate
 from simdistill.pipeline.sources import open_data_source
-from simdistill.teacher_export.teacher_loader import load_teacher
-from simdistill.teacher_export.view_arrays import teacher_view_arrays
+from simdistill.teacher.loader import load_teacher
+from simdistill.teacher.view_arrays import teacher_view_arrays
 
 
 @dataclass
@@ -107,8 +107,8 @@ class BackgroundWriter:
                 continue
             t0 = time.perf_counter()
             try:
-                with remote_errors(self.writer.url):  # a lost storage server is a one-line StoreError
-                    self.stats.bytes_written += self.writer.write_views(pending[0][0], [tv for _, tv in pending])
+                # a lost storage server is a one-line StoreError (the writer's `store_errors`)
+                self.stats.bytes_written += self.writer.write_views(pending[0][0], [tv for _, tv in pending])
             except BaseException as exc:  # noqa: BLE001 - re-raised by close()
                 self.error = exc
             pending = []

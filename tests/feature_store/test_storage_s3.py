@@ -16,15 +16,15 @@ import time
 import fsspec
 import pytest
 from conftest import RESUME_EXTRA, assert_same_views, cli_args, done_count
+from helpers.store import expected_stored, layout, tiny_cfg, write_store
 from servers import wait_for
-from test_feature_store import expected_stored, tiny_cfg, write_store
 from typer.testing import CliRunner
 
 from simdistill.cli import app
 from simdistill.errors import StoreError
 from simdistill.feature_store import open_store
-from simdistill.feature_store.storage import store_url
 from simdistill.feature_store.lock import LOCK_NAME, _RemoteLock, export_lock
+from simdistill.feature_store.storage import store_url
 
 runner = CliRunner()
 pytestmark = pytest.mark.timeout(420)
@@ -127,7 +127,7 @@ def test_storage_options_travel_with_the_store_url(s3_server, s3_bucket, monkeyp
     conf_before = copy.deepcopy(fsspec.config.conf)
     location = store_url(url, cfg.storage_options)  # what every stage makes of its config and URL
     tvs = write_store(location, cfg, views=2)
-    got = open_store(location, expect=cfg).read_view(1, ["fused_bev"])["fused_bev"]
+    got = open_store(location, expect=layout(cfg)).read_view(1, ["fused_bev"])["fused_bev"]
     assert (got == expected_stored(tvs[1], cfg)["fused_bev"]).all()
     assert fsspec.config.conf == conf_before  # nothing process-global was written
     with pytest.raises(StoreError, match="cannot reach the storage server"):  # the plain URL has no options

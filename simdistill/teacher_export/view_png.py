@@ -15,8 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
-from simdistill.feature_store.reader import open_store
-from simdistill.feature_store.storage import StoreLike
+from simdistill.feature_store import StoreLike, open_store
 from simdistill.pipeline.geometry import box_corners
 
 PANELS = (

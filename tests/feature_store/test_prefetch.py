@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_feature_store import N_VIEWS, tiny_cfg, write_store
+from helpers.store import N_VIEWS, tiny_cfg, write_store
 
 from simdistill.errors import StoreError
 from simdistill.feature_store import TargetPrefetcher, open_store, read_batch

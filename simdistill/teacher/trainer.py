@@ -16,8 +16,8 @@ from simdistill.models.center_loss import gt_terms
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch, collate
 from simdistill.pipeline.sources import open_data_source
-from simdistill.training.background import prefetch
 from simdistill.training.fit import FitResult, RunSpec, StepHook, fit, unwrap
+from simdistill.training.prefetch_thread import prefetch
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
