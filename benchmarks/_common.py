@@ -64,7 +64,7 @@ def smoke_inputs(workdir: Path) -> tuple[Path, Path]:
     workdir/smoke (reused when there)."""
     from simdistill.config import load_config
     from simdistill.pipeline.synthetic import make_demo_data
-    from simdistill.training.teacher_trainer import train_teacher
+    from simdistill.teacher.trainer import train_teacher
 
     root = workdir / "smoke"
     dataroot, teacher_dir = root / "world", root / "teacher"

@@ -115,7 +115,7 @@ def teacher_alone(cfg: Any, *, teacher: Path, store: Path, steps: int) -> list[f
     from simdistill.pipeline.augment import ViewBuilder
     from simdistill.pipeline.sources import open_data_source
     from simdistill.student_train.target_sources import OnlineTeacher, StoreTargets
-    from simdistill.student_train.view_plan import build_inputs, epoch_batches
+    from simdistill.pipeline.view_plan import build_inputs, epoch_batches
 
     device = torch.device(cfg.device)
     online = OnlineTeacher(teacher, cfg, device)
@@ -140,7 +140,7 @@ def loader_pass(cfg: Any, *, url: Path, arrays: list[str], threads: int, float32
     loader: the conversion happens on the device)."""
     from simdistill.feature_store import TargetPrefetcher
     from simdistill.student_train.target_sources import StoreTargets
-    from simdistill.student_train.view_plan import epoch_batches
+    from simdistill.pipeline.view_plan import epoch_batches
 
     plan = StoreTargets(str(url), cfg, arrays).plan
     batches = epoch_batches(plan, seed=cfg.seed, epoch=0, batch_size=cfg.student_train.batch_size)

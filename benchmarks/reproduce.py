@@ -135,7 +135,7 @@ def prepare(config: Path, workdir: Path, overrides: list[str]) -> tuple[list[str
     from simdistill.pipeline.synthetic import make_demo_data
     from simdistill.teacher_export.export import export_teacher
     from simdistill.training.backbone_pretrain import pretrain_backbone
-    from simdistill.training.teacher_trainer import train_teacher
+    from simdistill.teacher.trainer import train_teacher
 
     dataroot = workdir / "data"
     cfg = load_config(config, overrides)

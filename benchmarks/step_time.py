@@ -189,7 +189,7 @@ def loader_rates(cfg: Any, *, url: Path, rounds: int) -> dict[str, Any]:
     from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
     from simdistill.student_train.distill_step import arrays_needed
     from simdistill.student_train.target_sources import StoreTargets
-    from simdistill.student_train.view_plan import epoch_batches
+    from simdistill.pipeline.view_plan import epoch_batches
 
     arrays = arrays_needed(C.LOSS_TERMS)
     plan = StoreTargets(str(url), cfg, arrays).plan

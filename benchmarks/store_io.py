@@ -54,7 +54,7 @@ def forward_alone(cfg: Any, *, teacher: Path) -> dict[str, Any]:
     from simdistill.config import config_to_dict
     from simdistill.pipeline.augment import ViewBuilder
     from simdistill.pipeline.sources import open_data_source
-    from simdistill.teacher_export.plan import plan_views
+    from simdistill.pipeline.view_plan import plan_views
 
     plan = plan_views(cfg, ViewBuilder.for_config(open_data_source(cfg.data, "train"), cfg, train=True))
     k = cfg.export.views_per_task

@@ -78,7 +78,7 @@ def measure(cfg: Any, *, teacher: Path, store: Path, n_views: int) -> dict[str, 
     from simdistill.pipeline.sources import open_data_source
     from simdistill.student_train.distill_step import TeacherTargets, distill_terms
     from simdistill.student_train.target_sources import OnlineTeacher
-    from simdistill.student_train.view_plan import build_inputs
+    from simdistill.pipeline.view_plan import build_inputs
 
     cfg = copy.deepcopy(cfg)
     cfg.distill.losses = C.LOSS_TERMS

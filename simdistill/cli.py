@@ -1,7 +1,8 @@
 """`simdistill` command line: thin Typer commands that parse, validate and call one function each.
 
 Every user error (`SimDistillError`) becomes a one-line message on stderr and exit code 2. The store's
-subcommands (`simdistill store info|verify|show`) live in `simdistill.cli_store`.
+subcommands (`simdistill store info|verify|show`) live in `simdistill.cli_store`. Each command imports its stage
+inside the command, so that `simdistill --help` and a mistyped option answer without loading torch, zarr or Dask.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from simdistill.cli_common import (
 )
 from simdistill.cli_config import config_app
 from simdistill.cli_store import store_app
+from simdistill.config import validate
+from simdistill.errors import DataError
 
 app = typer.Typer(
     name="simdistill",
@@ -44,8 +47,6 @@ app.add_typer(config_app, name="config")
 
 def _revalidate(cfg: Any) -> None:
     """Options that set config fields are checked like the config itself."""
-    from simdistill.config import validate
-
     validate(cfg)
 
 
@@ -87,7 +88,6 @@ def make_demo_data_cmd(
     ] = False,
 ) -> None:
     """Write a synthetic world in the real nuScenes v1.0 layout (loadable and scored by nuscenes-devkit)."""
-    from simdistill.errors import DataError
     from simdistill.pipeline.synthetic import make_demo_data
 
     blocker = next((p for p in out_dir.absolute().parents if p.exists() and not p.is_dir()), None)
@@ -130,7 +130,7 @@ def train_teacher_cmd(out: RunOut, config: ConfigOpt = None, set_: SetOpt = None
                       evaluate: EvaluateOpt = True) -> None:
     """Train the BEVFusion-style LiDAR-camera teacher on the train split, then evaluate it on val."""
     from simdistill.evaluation.run import curve_hooks
-    from simdistill.training.teacher_trainer import train_teacher
+    from simdistill.teacher.trainer import train_teacher
 
     cfg = load_cli_config(config, set_)
     result = train_teacher(cfg, out_dir=out, resume=resume, hooks=curve_hooks(cfg, cfg.teacher_train, out))

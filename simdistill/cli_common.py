@@ -9,6 +9,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
+from simdistill.config import Config, load_config
 from simdistill.config.files import DEFAULT_CONFIG_NAME, shipped_configs
 from simdistill.errors import SimDistillError
 
@@ -68,14 +69,9 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_cli_config(config: Optional[str], overrides: Optional[list[str]]):  # noqa: ANN201 - returns Config
-    """The --config file or shipped name (default: the shipped `demo`) with the --set overrides applied; its
-    `storage_options` apply to every store URL the command opens."""
-    from simdistill.config import DEFAULT_CONFIG_NAME, load_config
-    from simdistill.feature_store.storage import use_storage_options
-
-    cfg = load_config(config if config is not None else DEFAULT_CONFIG_NAME, list(overrides or []))
-    use_storage_options(cfg.storage_options)
-    return cfg
+def load_cli_config(config: Optional[str], overrides: Optional[list[str]]) -> Config:
+    """The --config file or shipped name (default: the shipped `demo`) with the --set overrides applied (its
+    `storage_options` travel with the store URLs the commands open: `feature_store.StoreURL`)."""
+    return load_config(config if config is not None else DEFAULT_CONFIG_NAME, list(overrides or []))
 
 

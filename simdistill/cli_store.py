@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from simdistill.cli_common import user_errors
-from simdistill.errors import SimDistillError
+from simdistill.errors import SimDistillError, StoreError
 
 store_app = typer.Typer(help="Inspect and check a teacher feature store (info, verify, show).", no_args_is_help=True)
 StoreArg = Annotated[str, typer.Argument(help="Store path or URL.")]
@@ -55,9 +55,9 @@ def store_show_cmd(
     boxes: Annotated[bool, typer.Option(help="Draw the view's GT boxes (needs the dataset the store came from).")] = True,
 ) -> None:
     """Picture of one cached view: cam/LiDAR/fused BEV (channel norm), heatmap, foreground mask, GT boxes."""
-    from simdistill.errors import StoreError
-    from simdistill.feature_store import open_store, render_view_png
-    from simdistill.teacher_export.inspect import stored_view_gt_boxes
+    from simdistill.feature_store import open_store
+    from simdistill.teacher_export.stored_view import stored_view_gt_boxes
+    from simdistill.teacher_export.view_png import render_view_png
 
     n_views = open_store(store).n_views
     if not 0 <= view < n_views:

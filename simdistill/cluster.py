@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from distributed import Client, LocalCluster
+from distributed.client import FutureCancelledError
+from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.scheduler import KilledWorker
 
 from simdistill.errors import ClusterError, SimDistillError
 
@@ -145,10 +148,6 @@ def quiet_task(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T | TaskUs
 
 def task_result(future: Any, *, what: str, log_dir: Path | None = None) -> Any:
     """The value of a `quiet_task` future; its user error re-raised as is, a dead worker as a ClusterError."""
-    from distributed.client import FutureCancelledError
-    from distributed.comm.core import CommClosedError
-    from distributed.scheduler import KilledWorker
-
     log = f"; worker logs: {log_dir / WORKER_LOG_NAME}" if log_dir is not None else ""
     try:
         value = future.result()

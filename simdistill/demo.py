@@ -79,7 +79,7 @@ def _pretrain(cfg: Config, out_dir: Path) -> str:
 
 def _teacher(cfg: Config, teacher_dir: Path, timings: dict[str, float]) -> dict[str, Any]:
     from simdistill.evaluation.run import curve_hooks, evaluate_run
-    from simdistill.training.teacher_trainer import train_teacher
+    from simdistill.teacher.trainer import train_teacher
 
     metrics = _finished(teacher_dir, "teacher.pt", cfg)
     if metrics is not None:

@@ -55,6 +55,14 @@ def tiny_config(tiny_world: Path):
     return load_config(TINY_CONFIG, tiny_overrides(tiny_world))
 
 
+@pytest.fixture()
+def cfg():
+    """The store tests' tiny config: a 12 x 16 BEV grid with 4 / 6 / 5 channels (helpers.store.tiny_cfg)."""
+    from helpers.store import tiny_cfg
+
+    return tiny_cfg()
+
+
 def make_tiny_config(world: Path, extra: list[str] | None = None):
     from simdistill.config import load_config
 
@@ -64,7 +72,7 @@ def make_tiny_config(world: Path, extra: list[str] | None = None):
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher checkpoint trained for a few steps on the tiny world (no evaluation)."""
-    from simdistill.training.teacher_trainer import train_teacher
+    from simdistill.teacher.trainer import train_teacher
 
     out = tmp_path_factory.mktemp("teacher")
     return train_teacher(make_tiny_config(tiny_world), out_dir=out, progress=False).checkpoint
@@ -84,23 +92,6 @@ def tiny_store(tiny_world: Path, tiny_teacher: Path, tmp_path_factory: pytest.Te
 # Object storage and Dask's own cluster commands on 127.0.0.1 (tests/servers.py)
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # botocore must never look for a cloud's metadata server
-
-
-@pytest.fixture(autouse=True)
-def _restore_storage_options():
-    """Commands apply `storage_options` to this process (fsspec's config): undo that after every test."""
-    import copy
-
-    import fsspec
-
-    from simdistill.feature_store import storage
-
-    conf, applied = copy.deepcopy(fsspec.config.conf), copy.deepcopy(storage._APPLIED_OPTIONS)
-    yield
-    fsspec.config.conf.clear()
-    fsspec.config.conf.update(conf)
-    storage._APPLIED_OPTIONS.clear()
-    storage._APPLIED_OPTIONS.update(applied)
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,15 @@ Every process starts in its own session (process group), so `stop` kills it with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,3 +152,84 @@ class DaskCluster:
     def stop(self) -> None:
         for proc in [*self.workers, *([self.scheduler] if self.scheduler else [])]:
             stop(proc)
+
+
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 in front of a server: `stop()` makes the server go away for its clients at once
+    (listener and every open connection closed) while it keeps its state; `start()` brings it back on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._cut: tuple[bytes, int] | None = None  # (method, requests of it still let through)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TcpProxy:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self.port = sock.getsockname()[1]
+        self._listener = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                if listener.fileno() < 0 or self._listener is not listener:
+                    return
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b, requests in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, requests), daemon=True).start()
+
+    def cut_at(self, method: str, n: int) -> None:
+        """Stop (as `stop()`) when the `n`-th request with HTTP `method` from now on arrives, before it is forwarded."""
+        self._cut = (method.encode(), n)
+
+    def _cut_now(self, data: bytes) -> bool:
+        with self._lock:
+            if self._cut is None:
+                return False
+            method, left = self._cut
+            left -= len(re.findall(rb"(?:^|\r\n)" + method + rb" /", data))
+            self._cut = (method, left) if left > 0 else None
+        return left <= 0
+
+    def _pipe(self, a: socket.socket, b: socket.socket, requests: bool) -> None:
+        try:
+            while data := a.recv(65536):
+                if requests and self._cut_now(data):
+                    self.stop()
+                    return
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()

@@ -31,20 +31,22 @@ def test_each_command_help(cmd):
 
 @pytest.mark.parametrize(("cmd", "words"), [
     ("train-student", ["distill.losses; imd,cmd,mmd_f,mmd_p in demo", "student_train.variant; simdistill in demo"]),
-    ("export-teacher", ["export.views_per_sample; 4 in demo", "export.workers; 1 in demo"]),
+    ("export-teacher", ["export.views_per_sample; 2 in demo", "export.workers; 1 in demo"]),
     ("make-demo-data", ["world.scenes; 10 in demo"]),
 ])
 def test_help_names_defaults_that_come_from_the_config(cmd, words):
     result = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "400"})
     text = " ".join(result.output.split())
-    for w in words + ["bench, demo, nuscenes_swint, tiny"]:
+    for w in words + ["bench, bench_fast, demo, nuscenes_swint, tiny"]:
         assert w in text, w
 
 
-@pytest.mark.parametrize("sub", ["info", "verify", "show"])
-def test_store_subcommand_help(sub):
+@pytest.mark.parametrize(("sub", "says"), [("info", "views done/total"), ("verify", "--reset-bad"),
+                                           ("show", "--view")])
+def test_store_subcommand_help(sub, says):
     result = runner.invoke(app, ["store", sub, "--help"])
     assert result.exit_code == 0
+    assert says in result.output and "Store path or URL" in result.output, result.output
 
 
 @pytest.mark.parametrize("name", ["demo", "tiny", "bench", "nuscenes_swint"])

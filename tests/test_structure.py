@@ -18,15 +18,22 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("feature_store",),
     ("interop",),
+    ("teacher",),
     ("teacher_export",),
     ("student_train",),
     ("evaluation",),
     ("demo",),
     ("cli_common", "cli_config", "cli_store", "cli", "__main__"),
 )
-"""Bottom to top: a module may import its own layer and the layers below it, never one above (docs/design.md,
-"Layout": pipeline → models → training below the trainers; the store library below the exporter that writes it and the
-student that reads it; evaluation after training; the commands on top)."""
+"""Bottom to top: a module may import its own layer and the layers below it, never one above (docs/design.md, "Layout":
+pipeline → models → training below the trainers; the store library below the exporter that writes it and the
+student that reads it; the teacher (trained, loaded, its outputs as store arrays) below the stage that exports it
+and the student that may run it online; evaluation after training; the commands on top)."""
+
+
+SIDEWAYS_FORBIDDEN: dict[str, set[str]] = {"student_train": {"teacher_export"}}
+"""Stages that must not import each other even where the layers would allow it: the student wing reads the store
+and may run the teacher, but never the export stage (the view plan they share lives in `pipeline`)."""
 
 MAX_MODULE_LINES = 350
 MAX_FUNCTION_LINES = 60
@@ -83,6 +90,13 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert not upward, "imports that go up the layers:\n" + "\n".join(upward)
 
 
+def test_stages_do_not_import_each_other_sideways() -> None:
+    found = [f"{module.relative_to(PACKAGE)}:{line} imports simdistill.{unit}"
+             for stage, banned in SIDEWAYS_FORBIDDEN.items() for module in sorted((PACKAGE / stage).rglob("*.py"))
+             for line, unit in _imported_units(module) if unit in banned]
+    assert not found, "sideways imports between stages:\n" + "\n".join(found)
+
+
 def test_no_import_cycle_between_modules() -> None:
     graph: dict[str, set[str]] = {}
     for module in _modules():
@@ -137,3 +151,76 @@ def test_modules_and_functions_stay_small(module: Path) -> None:
             if size > MAX_FUNCTION_LINES:
                 long.append(f"{node.name} ({size} lines)")
     assert not long, f"{rel}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+FSSPEC_GLOBALS = ("config",)
+"""fsspec module attributes that hold process-global settings (`fsspec.config.conf`): options travel with the store
+URL instead (`feature_store.storage.StoreURL`)."""
+
+
+def test_no_module_touches_fsspec_global_config() -> None:
+    found = []
+    for module in _modules():
+        tree = ast.parse(module.read_text(), filename=str(module))
+        for node in ast.walk(tree):
+            hit = (isinstance(node, ast.Attribute) and node.attr in FSSPEC_GLOBALS
+                   and isinstance(node.value, ast.Name) and node.value.id == "fsspec")
+            hit = hit or (isinstance(node, ast.ImportFrom) and node.module is not None
+                          and (node.module.startswith("fsspec.config")
+                               or (node.module == "fsspec" and any(a.name in FSSPEC_GLOBALS for a in node.names))))
+            hit = hit or (isinstance(node, ast.Import) and any(a.name.startswith("fsspec.config") for a in node.names))
+            if hit:
+                found.append(f"{module.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found, ("fsspec's process-global config is used (pass storage options with the URL, as a StoreURL):\n"
+                       + "\n".join(found))
+
+
+LIBRARY_IMPORTS: dict[str, set[str]] = {"feature_store": {"feature_store", "config", "errors", "cluster"}}
+"""Units that are libraries, and the only project units they may import: the store knows its own format, not the
+experiment (DESIGN.md §5; a stage translates its config at the boundary)."""
+
+
+@pytest.mark.parametrize("unit", sorted(LIBRARY_IMPORTS))
+def test_libraries_import_only_their_allowed_units(unit: str) -> None:
+    found = [f"{module.relative_to(PACKAGE)}:{line} imports simdistill.{used}"
+             for module in sorted((PACKAGE / unit).rglob("*.py"))
+             for line, used in _imported_units(module) if used not in LIBRARY_IMPORTS[unit]]
+    assert not found, f"simdistill/{unit} may import only {sorted(LIBRARY_IMPORTS[unit])}:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("unit", sorted(LIBRARY_IMPORTS))
+def test_libraries_take_no_experiment_config(unit: str) -> None:
+    """No function of a library takes the whole `Config`: it takes typed values (a layout, codec settings, a URL)."""
+    found = []
+    for module in sorted((PACKAGE / unit).rglob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+                for arg in args:
+                    names = {n.id for n in ast.walk(arg.annotation) if isinstance(n, ast.Name)} if arg.annotation else set()
+                    if "Config" in names:
+                        found.append(f"{module.relative_to(PACKAGE)}:{node.lineno} {node.name}({arg.arg})")
+    assert not found, "functions that take the experiment's Config:\n" + "\n".join(found)
+
+
+TESTS = PACKAGE.parent / "tests"
+TEST_FOLDERS_NOT_IN_THE_PACKAGE = {"helpers", "mmdet3d_extra", "__pycache__"}  # shared helpers; the optional extra
+
+
+def test_test_folders_mirror_the_package() -> None:
+    """`tests/feature_store/test_reader.py` tests `simdistill/feature_store/reader.py`: every test folder is a unit."""
+    stray = [d.name for d in TESTS.iterdir() if d.is_dir() and d.name not in TEST_FOLDERS_NOT_IN_THE_PACKAGE
+             and not (PACKAGE / d.name).is_dir()]
+    assert not stray, f"test folders that mirror no package folder: {stray}"
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in conftest.py or tests/helpers, never in a test module another one imports."""
+    found = []
+    for module in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(name.split(".")[-1].startswith("test_") for name in names):
+                found.append(f"{module.relative_to(TESTS)}:{node.lineno}")
+    assert not found, "test modules imported by others (move the shared code to tests/helpers):\n" + "\n".join(found)

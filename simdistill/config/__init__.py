@@ -21,6 +21,7 @@ from simdistill.config.loading import (
     parse_override,
 )
 from simdistill.config.sections import (
+    BOX_CODE_SIZE,
     CAMERA_NAMES,
     CLASS_NAMES,
     DEFAULT_TASKS,
@@ -49,8 +50,9 @@ from simdistill.config.sections import (
 )
 
 __all__ = [
-    "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_CONFIG_NAME", "DEFAULT_TASKS", "DISTILL_LOSSES", "MACHINE_KEYS",
-    "MODEL_KINDS", "PRETRAIN_CONTENT", "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS", "TEACHER_CONTENT",
+    "BOX_CODE_SIZE", "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_CONFIG_NAME", "DEFAULT_TASKS", "DISTILL_LOSSES",
+    "MACHINE_KEYS", "MODEL_KINDS", "PRETRAIN_CONTENT", "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS",
+    "TEACHER_CONTENT",
     "AugmentConfig", "BEVConfig", "BackboneConfig", "ChannelsConfig", "Config", "DataConfig", "DecoderConfig",
     "DistillConfig", "ExportConfig", "GCMConfig", "HeadConfig", "ModelConfig", "PretrainConfig", "StoreFormatConfig",
     "StudentTrainConfig", "TeacherTrainConfig", "TrainConfig", "WorldConfig",

@@ -41,6 +41,10 @@ DEFAULT_TASKS: tuple[tuple[str, ...], ...] = (
     ("pedestrian", "traffic_cone"),
 )
 
+BOX_CODE_SIZE = 10
+"""Values a CenterHead regresses per cell: offset 2, height 1, log-dims 3, sin/cos 2, velocity 2 (the head and the
+store's `boxes` array share it)."""
+
 DISTILL_LOSSES: tuple[str, ...] = ("imd", "cmd", "mmd_f", "mmd_p")
 """The four distillation terms (docs/design.md, "Losses"), in the order they are listed everywhere."""
 

@@ -27,9 +27,9 @@ from simdistill.models.head import Detections
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import collate
 from simdistill.pipeline.sources import DataSource, open_data_source
-from simdistill.training.background import prefetch
 from simdistill.training.checkpoint import checkpoint_config, load_checkpoint
 from simdistill.training.fit import StepHook
+from simdistill.training.prefetch_thread import prefetch
 from simdistill.training.runtime import resolve_device
 
 N_BEV_PLOTS = 3

@@ -2,8 +2,9 @@
 
 Schema in `schema.py`, codecs in `codecs.py`, creating and resuming a store in `create.py`, writing views in
 `writer.py` (with the storage transforms of `transforms.py` and the export lock of `lock.py`), reading in
-`reader.py`, read-ahead in `prefetch.py`, checks and summaries in `verify.py` / `info.py`, a picture of a view in
-`show.py`.
+`reader.py`, read-ahead in `prefetch.py`, checks and summaries in `verify.py` / `info.py`, URLs and their storage
+options in `storage.py`. A library: it takes typed arguments (`StoreLayout`, `StoreFormatConfig`, `StoreURL`), never
+an experiment's whole config.
 """
 
 from simdistill.feature_store.create import (
@@ -20,9 +21,10 @@ from simdistill.feature_store.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     ArraySpec,
+    StoreLayout,
     arrays_for_losses,
 )
-from simdistill.feature_store.show import render_view_png
+from simdistill.feature_store.storage import StoreLike, StoreURL, store_url
 from simdistill.feature_store.transforms import (
     TeacherView,
     compact_boxes,
@@ -40,6 +42,9 @@ __all__ = [
     "FeatureStoreWriter",
     "StoreAttrs",
     "StoreInfo",
+    "StoreLayout",
+    "StoreLike",
+    "StoreURL",
     "TargetPrefetcher",
     "TeacherView",
     "VerifyReport",
@@ -51,9 +56,9 @@ __all__ = [
     "open_for_write",
     "open_store",
     "read_batch",
-    "render_view_png",
     "reset_bad_views",
     "store_info",
+    "store_url",
     "stored_values",
     "verify_store",
 ]

@@ -112,7 +112,8 @@ def lossy_max_abs(keepbits: int) -> float:
     """Values with |x| at or above this bound bit-round to infinity in float16 (refuse them).
 
     Rounding to nearest can carry into the exponent: the bound is the midpoint between the largest
-    float16 with `keepbits` mantissa bits and 2**16 (checked for every keepbits in the tests).
+    float16 with `keepbits` mantissa bits and 2**16 (checked for every keepbits in the tests; at keepbits=0 the
+    midpoint itself is a tie that rounds down to even, so refusing it is conservative).
     """
     largest_kept = (2.0 - 2.0 ** (-keepbits)) * 2.0**15
     return largest_kept + 2.0 ** (15 - keepbits - 1)

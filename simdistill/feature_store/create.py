@@ -1,10 +1,11 @@
 """Create a feature store, or reopen one to finish it, refusing a store made from another teacher or config.
 
-    writer = create_or_resume_store(url, cfg=cfg, n_views=V, aug_dim=P, attrs=attrs)
+    writer = create_or_resume_store(url, layout=StoreLayout(...), store_format=StoreFormatConfig(...), n_views=V,
+                                    aug_dim=P, attrs=StoreAttrs(...))
 
-What must match to resume is `simdistill.config.run_content(cfg, only=STORE_CONTENT)` (the same rule training
-resume uses) plus the teacher's sha256 and the dataset, augmentation policy, views per sample and aug layout the
-store records. Where the data or the checkpoint live, and how many workers export, may change.
+What must match to resume is `simdistill.config.run_content(attrs.config, only=STORE_CONTENT)` (the same rule
+training resume uses) plus the teacher's sha256 and the dataset, augmentation policy, views per sample and aug
+layout the store records. Where the data or the checkpoint live, and how many workers export, may change.
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import zarr
 
 import simdistill
 from simdistill.config import (
-    CLASS_NAMES,
     STORE_CONTENT,
-    Config,
+    StoreFormatConfig,
     config_from_dict,
-    config_to_dict,
     describe_difference,
     first_difference,
     run_content,
@@ -38,11 +37,11 @@ from simdistill.feature_store.codecs import (
 from simdistill.feature_store.schema import (
     SCHEMA,
     SCHEMA_VERSION,
+    StoreLayout,
     array_shape,
     chunk_shape,
-    dim_sizes,
 )
-from simdistill.feature_store.storage import local_root, make_store, open_group
+from simdistill.feature_store.storage import StoreLike, StoreURL, local_root, make_store, open_group, store_url
 from simdistill.feature_store.writer import FeatureStoreWriter, store_errors
 
 FILL_VALUES = {"float16": float("nan"), "float32": float("nan"), "int32": -1, "int16": -1, "bool": False}
@@ -61,6 +60,8 @@ class StoreAttrs:
     augmentation: dict[str, Any]  # the augmentation policy (AugmentConfig as a dict)
     views_per_sample: int
     aug_layout: list[str]  # names of the entries of the aug vector, in order
+    config: dict[str, Any] = field(default_factory=dict)  # the exporter's whole config (JSON): provenance, and
+    # what resume compares (its store content, config.STORE_CONTENT); the store reads only `store_format` from it
 
     def to_json(self) -> dict[str, Any]:
         """The group attributes these fields become (a deep, JSON-normalised copy: tuples become lists)."""
@@ -87,38 +88,37 @@ class StoreAttrs:
             raise StoreError(f"aug_dim={aug_dim} but aug_layout lists {len(self.aug_layout)} names; make them agree")
 
 
-def group_attrs(cfg: Config, attrs: StoreAttrs) -> dict[str, Any]:
+def group_attrs(layout: StoreLayout, store_format: StoreFormatConfig, attrs: StoreAttrs) -> dict[str, Any]:
     """Every group attribute (JSON) of a new store."""
-    bev, ch = cfg.model.bev, cfg.model.channels
+    given = attrs.to_json()  # teacher, dataset, augmentation, views_per_sample, aug_layout, config
+    config = given.pop("config")
     return {
         "schema_version": SCHEMA_VERSION,
-        **attrs.to_json(),  # teacher, dataset, augmentation, views_per_sample, aug_layout
-        "bev": {"xbound": list(bev.xbound), "ybound": list(bev.ybound), "grid_size": list(bev.grid_size)},
-        "channels": {"cam": ch.cam, "lidar": ch.lidar, "fused": ch.fused},
-        "class_names": list(CLASS_NAMES),
-        "tasks": [list(t) for t in cfg.model.head.tasks],
-        "codecs": codecs_attr(cfg.store_format),
+        **given,
+        **layout.to_attrs(),  # bev, channels, class_names, tasks
+        "codecs": codecs_attr(store_format),
         "package_version": simdistill.__version__,
-        "config": config_to_dict(cfg),
+        "config": config,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def create_store(
-    url: str,
+    url: StoreLike,
     *,
-    cfg: Config,
+    layout: StoreLayout,
+    store_format: StoreFormatConfig,
     n_views: int,
     aug_dim: int,
     attrs: StoreAttrs,
     overwrite: bool = False,
 ) -> FeatureStoreWriter:
     """Create an empty store for `n_views` views (refuses an existing store unless `overwrite`)."""
-    url = str(url)
+    url = store_url(url)
     attrs.validate(n_views=n_views, aug_dim=aug_dim)
-    if cfg.store_format.sharding and cfg.store_format.views_per_shard < 1:
-        raise StoreError(f"store_format.views_per_shard must be >= 1, got {cfg.store_format.views_per_shard}")
-    lossy_arrays(cfg.store_format)  # validates the lossy settings before anything is written
+    if store_format.sharding and store_format.views_per_shard < 1:
+        raise StoreError(f"store_format.views_per_shard must be >= 1, got {store_format.views_per_shard}")
+    lossy_arrays(store_format)  # validates the lossy settings before anything is written
     root = local_root(url)
     if _exists(url):
         if not overwrite:
@@ -128,20 +128,20 @@ def create_store(
             )
         if root is not None and not (root / "zarr.json").is_file():  # never delete what we did not write
             raise StoreError(f"{url} exists and is not a feature store; choose another output path")
-    sizes = dim_sizes(cfg, n_views=n_views, aug_dim=aug_dim)
+    sizes = layout.dim_sizes(n_views=n_views, aug_dim=aug_dim)
     with store_errors(url, "creating the store"):
         if root is not None and root.exists() and overwrite:
             shutil.rmtree(root)
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(make_store(url, read_only=False), mode="w", attributes=group_attrs(cfg, attrs))
+        group = zarr.open_group(make_store(url, read_only=False), mode="w", attributes=group_attrs(layout, store_format, attrs))
         with quiet_numcodecs_warning():
             for name, spec in SCHEMA.items():
                 chunks = chunk_shape(name, sizes)
                 shards = None
-                if cfg.store_format.sharding and name != "done":  # done stays one file per view
-                    shards = (min(cfg.store_format.views_per_shard, max(n_views, 1)), *chunks[1:])
-                codecs = array_codecs(name, cfg.store_format)
+                if store_format.sharding and name != "done":  # done stays one file per view
+                    shards = (min(store_format.views_per_shard, max(n_views, 1)), *chunks[1:])
+                codecs = array_codecs(name, store_format)
                 group.create_array(
                     name,
                     shape=array_shape(name, sizes),
@@ -153,36 +153,49 @@ def create_store(
                     attributes={"doc": spec.doc, "losses": list(spec.losses)},
                     **codecs,
                 )
-    return FeatureStoreWriter(url, group, cfg)
+    return FeatureStoreWriter(url, group, store_format)
 
 
-def open_for_resume(url: str, *, cfg: Config, attrs: StoreAttrs) -> FeatureStoreWriter:
+def open_for_resume(url: StoreLike, *, attrs: StoreAttrs) -> FeatureStoreWriter:
     """Reopen a store to finish it; refuses one made from another teacher, config or dataset.
 
     Compared: `store_content` of the stored attributes and of this run (see the module docstring).
     """
-    url = str(url)
+    url = store_url(url)
     group = open_group(url, mode="r+")
+    check_resumable(url, group, attrs=attrs)
+    return _writer(url, group)
+
+
+def check_resumable(url: StoreLike, group: zarr.Group, *, attrs: StoreAttrs) -> None:
+    """StoreError unless the store at `url` was made by a run with the same store content as this one."""
     stored = json.loads(json.dumps(group.attrs.asdict()))  # a deep copy we may edit
     if stored.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(
             f"store {url} has schema version {stored.get('schema_version')}, this simdistill writes "
             f"{SCHEMA_VERSION}; re-export it with --overwrite"
         )
-    diff = first_difference(store_content(stored.get("config", {}), stored), store_content(cfg, attrs.to_json()))
+    diff = first_difference(store_content(stored), store_content(attrs.to_json()))
     if diff:
         raise StoreError(f"store {url} was exported by another run ({describe_difference(diff)}); export with the "
                          "same settings to resume, or pass --overwrite to re-export from scratch")
-    return FeatureStoreWriter(url, group, cfg)
 
 
-def store_content(cfg: Config | dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
-    """Everything that decides what a store holds: the config's store content, the teacher's sha256s and
-    the recorded dataset (less where it lives), augmentation policy, views per sample and aug layout."""
+def creation_unfinished(url: StoreLike, group: zarr.Group) -> bool:
+    """Whether the store's creation was cut short (a lost storage server, a crash): some array was never made.
+
+    Views are written only once every array exists, so such a store holds no data yet and is made again."""
+    with store_errors(url, "reopening the store"), quiet_numcodecs_warning():
+        return any(name not in group for name in SCHEMA)
+
+
+def store_content(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides what a store holds, from its attributes: the config's store content, the teacher's
+    sha256s and the recorded dataset (less where it lives), augmentation policy, views per sample and aug layout."""
     teacher = attrs.get("teacher", {})
     dataset = {k: v for k, v in (attrs.get("dataset") or {}).items() if k not in ("dataroot", "infos")}
     return {
-        **run_content(cfg, only=STORE_CONTENT),
+        **run_content(attrs.get("config") or {}, only=STORE_CONTENT),
         "teacher.checkpoint_sha256": teacher.get("checkpoint_sha256"),
         "teacher.mmdet3d_config_sha256": teacher.get("mmdet3d_config_sha256"),  # mmdet3d teachers only
         **{f"dataset.{k}": v for k, v in dataset.items()},
@@ -191,9 +204,10 @@ def store_content(cfg: Config | dict[str, Any], attrs: dict[str, Any]) -> dict[s
 
 
 def create_or_resume_store(
-    url: str,
+    url: StoreLike,
     *,
-    cfg: Config,
+    layout: StoreLayout,
+    store_format: StoreFormatConfig,
     n_views: int,
     aug_dim: int,
     attrs: StoreAttrs,
@@ -203,9 +217,15 @@ def create_or_resume_store(
 
     `overwrite` replaces an existing store instead (the only way past a resume refusal).
     """
-    if overwrite or not _exists(str(url)):
-        return create_store(url, cfg=cfg, n_views=n_views, aug_dim=aug_dim, attrs=attrs, overwrite=overwrite)
-    writer = open_for_resume(url, cfg=cfg, attrs=attrs)
+    url = store_url(url)
+    create = dict(layout=layout, store_format=store_format, n_views=n_views, aug_dim=aug_dim, attrs=attrs)
+    if overwrite or not _exists(url):
+        return create_store(url, **create, overwrite=overwrite)
+    group = open_group(url, mode="r+")
+    check_resumable(url, group, attrs=attrs)
+    if creation_unfinished(url, group):
+        return create_store(url, **create, overwrite=True)
+    writer = _writer(url, group)
     if (writer.n_views, writer.sizes["P"]) != (n_views, aug_dim):
         raise StoreError(
             f"store {url} has {writer.n_views} views × {writer.sizes['P']} aug params, this run plans "
@@ -214,21 +234,25 @@ def create_or_resume_store(
     return writer
 
 
-def open_for_write(url: str) -> FeatureStoreWriter:
-    """Reopen a store inside an export task, with the config it was created with (no checks: the
+def open_for_write(url: StoreLike) -> FeatureStoreWriter:
+    """Reopen a store inside an export task, with the store format it was created with (no checks: the
     coordinator made them with `create_or_resume_store` and holds the lock)."""
-    url = str(url)
-    group = open_group(url, mode="r+")
+    url = store_url(url)
+    return _writer(url, open_group(url, mode="r+"))
+
+
+def _writer(url: StoreURL, group: zarr.Group) -> FeatureStoreWriter:
+    """A writer of an existing store, with the codec settings recorded in its `config` attribute."""
     try:
-        cfg = config_from_dict(group.attrs["config"])
+        store_format = config_from_dict(group.attrs["config"]).store_format
     except (KeyError, ConfigError) as exc:
         raise StoreError(
             f"store {url} has no usable 'config' attribute ({exc}); re-export it with --overwrite"
         ) from None
-    return FeatureStoreWriter(url, group, cfg)
+    return FeatureStoreWriter(url, group, store_format)
 
 
-def _exists(url: str) -> bool:
+def _exists(url: StoreURL) -> bool:
     root = local_root(url)
     if root is not None:
         return root.exists() and (root.is_file() or any(root.iterdir()))

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from simdistill.feature_store.reader import open_store
 from simdistill.feature_store.schema import FEATURE_ARRAYS, SCHEMA
-from simdistill.feature_store.storage import chunk_bytes, store_bytes
+from simdistill.feature_store.storage import StoreLike, chunk_bytes, store_bytes
 
 
 @dataclass
@@ -82,7 +82,7 @@ class StoreInfo:
         return out.getvalue()
 
 
-def store_info(url: str) -> StoreInfo:
+def store_info(url: StoreLike) -> StoreInfo:
     """Summarise a store: provenance, progress, mode and per-array sizes."""
     reader = open_store(url)
     a = reader.attrs

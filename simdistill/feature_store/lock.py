@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from simdistill.errors import StoreError
-from simdistill.feature_store.storage import local_root, remote_errors, remote_fs
+from simdistill.feature_store.storage import StoreLike, local_root, remote_errors, remote_fs
 
 LOCK_NAME = ".export.lock"
 
@@ -130,10 +130,10 @@ def _acquire_local(path: Path) -> None:
 class _RemoteLock:
     """The lock object of a store on an fsspec file system (see the module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: StoreLike) -> None:
         self.fs, root = remote_fs(url)
         self.path = f"{root.rstrip('/')}/{LOCK_NAME}"
-        self.where = f"{url.rstrip('/')}/{LOCK_NAME}"
+        self.where = f"{str(url).rstrip('/')}/{LOCK_NAME}"
         self.conditional = "s3" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
     def read(self) -> tuple[dict | None, Any]:
@@ -184,7 +184,7 @@ class _RemoteLock:
 
 
 @contextlib.contextmanager
-def export_lock(url: str | Path) -> Iterator[None]:
+def export_lock(url: StoreLike) -> Iterator[None]:
     """Hold the export lock of the store at `url` for the duration of the block (see the module docstring)."""
     root = local_root(url)
     if root is not None:
@@ -196,11 +196,16 @@ def export_lock(url: str | Path) -> Iterator[None]:
             if _is_ours(_read(path)):
                 path.unlink(missing_ok=True)
         return
-    with remote_errors(url):
-        lock = _RemoteLock(str(url))
+    with remote_errors(url, what="taking the export lock"):
+        lock = _RemoteLock(url)
         lock.acquire()
     try:
         yield
-    finally:
-        with remote_errors(url):
+    except BaseException:
+        # The error under way is the one to report, even when the storage server is gone and the lock cannot be
+        # released now: a lock left behind by this process is stale once it has exited, and the re-run takes it over.
+        with contextlib.suppress(Exception):
             lock.release()
+        raise
+    with remote_errors(url, what="releasing the export lock"):
+        lock.release()

@@ -31,12 +31,10 @@ from typing import Any
 import dask
 import numpy as np
 
+from simdistill.cluster import connect, quiet_task, task_result
 from simdistill.errors import StoreError
 from simdistill.feature_store.reader import FeatureStoreReader, open_store
-from simdistill.feature_store.storage import (
-    applied_storage_options,
-    use_storage_options,
-)
+from simdistill.feature_store.storage import StoreLike, StoreURL, store_url
 
 LOCAL_THREADS = 2  # default read-ahead threads (student_train.loader_threads)
 
@@ -51,19 +49,19 @@ def read_batch(reader: FeatureStoreReader, views: Sequence[int], arrays: Sequenc
     return reader.read_views(views, arrays, float32=float32)
 
 
-def _worker_reader(url: str) -> FeatureStoreReader:
-    """One reader per worker process, opened inside it (never inherited across fork)."""
+def _worker_reader(location: StoreURL) -> FeatureStoreReader:
+    """One reader per worker process and store (URL and options), opened inside it (never inherited across fork)."""
     with _WORKER_LOCK:
-        if url not in _WORKER_READERS:
-            _WORKER_READERS[url] = open_store(url)
-        return _WORKER_READERS[url]
+        key = location.cache_key()
+        if key not in _WORKER_READERS:
+            _WORKER_READERS[key] = open_store(location)
+        return _WORKER_READERS[key]
 
 
-def _remote_read(url: str, views: list[int], arrays: list[str], options: dict[str, Any],
+def _remote_read(location: StoreURL, views: list[int], arrays: list[str],
                  float32: bool = True) -> dict[str, np.ndarray]:
-    """The task a cluster worker runs for one batch (`options`: the client's storage options)."""
-    use_storage_options(options)
-    return read_batch(_worker_reader(url), views, arrays, float32=float32)
+    """The task a cluster worker runs for one batch (the store's options travel with its URL)."""
+    return read_batch(_worker_reader(location), views, arrays, float32=float32)
 
 
 class TargetPrefetcher:
@@ -72,7 +70,7 @@ class TargetPrefetcher:
 
     def __init__(
         self,
-        url: str,
+        url: StoreLike,
         *,
         arrays: Sequence[str],
         batches: Iterable[Sequence[int]],
@@ -85,29 +83,26 @@ class TargetPrefetcher:
             raise StoreError(f"prefetch must be >= 1 batch, got {prefetch}; set student_train.prefetch_batches")
         if threads < 1:
             raise StoreError(f"threads must be >= 1, got {threads}; set student_train.loader_threads")
+        self.location = store_url(url)
         self.url = str(url)
         self.arrays = list(arrays)
         self.prefetch = prefetch
         self.float32 = float32
         self._batches = iter(batches)
-        self._reader = open_store(self.url, arrays=self.arrays)  # fail early: missing store or arrays
+        self._reader = open_store(self.location, arrays=self.arrays)  # fail early: missing store or arrays
         self._pending: collections.deque[Any] = collections.deque()
         self._client = None
         self._pool: ThreadPoolExecutor | None = None
         if scheduler is None:
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simdistill-prefetch")
         else:
-            from simdistill.cluster import connect
-
             self._client = connect(scheduler)  # ClusterError, as in export-teacher, when unreachable
 
     def _submit(self, views: Sequence[int]) -> Any:
         vs = [int(v) for v in views]
         if self._client is not None:
-            from simdistill.cluster import quiet_task
-
-            return self._client.submit(quiet_task, _remote_read, self.url, vs, self.arrays,
-                                       applied_storage_options(), self.float32, pure=False)
+            return self._client.submit(quiet_task, _remote_read, self.location, vs, self.arrays,
+                                       self.float32, pure=False)
         if self._pool is None:
             raise StoreError("this TargetPrefetcher is closed; create a new one for another pass")
         task = dask.delayed(read_batch, pure=False)(self._reader, vs, self.arrays, float32=self.float32)
@@ -128,8 +123,6 @@ class TargetPrefetcher:
             if self._client is None:
                 yield future.result()
                 continue
-            from simdistill.cluster import task_result
-
             yield task_result(future, what=f"reading targets from {self.url}")
 
     def close(self) -> None:

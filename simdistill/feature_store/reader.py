@@ -1,6 +1,6 @@
 """Read cached teacher targets (DESIGN.md §5): compatibility checks, done checks, float32 out.
 
-    reader = open_store("out/teacher.zarr", expect=cfg, arrays=arrays_for_losses(cfg.distill.losses))
+    reader = open_store("out/teacher.zarr", expect=StoreLayout.for_model(cfg.model), arrays=arrays_for_losses(losses))
     targets = reader.read_views([4, 9, 2], arrays=["cam_bev"])   # {"cam_bev": [3, C_cam, H, W] float32}
 
 Reads of several arrays run concurrently on zarr's event loop (each array's chunks in parallel too).
@@ -12,18 +12,23 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from simdistill.config import CLASS_NAMES, Config
 from simdistill.errors import StoreError
 from simdistill.feature_store.codecs import quiet_numcodecs_warning
 from simdistill.feature_store.lock import LOCK_NAME
-from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION
-from simdistill.feature_store.storage import gather, open_group, torn_metadata_message
+from simdistill.feature_store.schema import SCHEMA, SCHEMA_VERSION, StoreLayout
+from simdistill.feature_store.storage import (
+    StoreLike,
+    gather,
+    open_group,
+    server_errors,
+    store_url,
+    torn_metadata_message,
+)
 
 
 def one_line(exc: BaseException) -> str:
@@ -34,12 +39,14 @@ def one_line(exc: BaseException) -> str:
 class FeatureStoreReader:
     """Read access to one store. Not fork-safe: open one per process (see prefetch.py)."""
 
-    def __init__(self, url: str, group: zarr.Group) -> None:
-        self.url = url
+    def __init__(self, url: StoreLike, group: zarr.Group) -> None:
+        self.location = store_url(url)  # the URL with its storage options (what a worker needs to open it too)
+        self.url = str(url)
         self.group = group
         self.attrs: dict[str, Any] = group.attrs.asdict()
         try:
-            with quiet_numcodecs_warning(), warnings.catch_warnings():  # listing parses metadata (BitRound: lossy)
+            with server_errors(self.location, what="opening the store"), quiet_numcodecs_warning(), \
+                    warnings.catch_warnings():  # listing parses metadata (BitRound: lossy)
                 warnings.filterwarnings("ignore", message=f"Object at {LOCK_NAME} is not recognized")  # exporting
                 present = set(group.array_keys())
         except (ValueError, TypeError, KeyError) as exc:  # a member's zarr.json is torn
@@ -49,13 +56,13 @@ class FeatureStoreReader:
             raise StoreError(f"'{url}' is not a simdistill feature store (no 'done' array); check the path")
         self._arrays: dict[str, zarr.Array] = {}
         self.n_views = int(self.array("done").shape[0])
-        self._done = np.asarray(self.array("done")[:], dtype=bool)
+        self.done_views()
 
     def array(self, name: str) -> zarr.Array:
         """The zarr array `name` (opened on first use)."""
         if name not in self._arrays:
             try:
-                with quiet_numcodecs_warning():
+                with server_errors(self.location, what="opening the store"), quiet_numcodecs_warning():
                     self._arrays[name] = self.group[name]
             except (ValueError, TypeError, KeyError) as exc:
                 raise StoreError(torn_metadata_message(self.url, f"{name}/zarr.json", exc)) from None
@@ -73,7 +80,8 @@ class FeatureStoreReader:
 
     def done_views(self) -> np.ndarray:
         """[V] bool, re-read from the store (an export may still be filling it)."""
-        self._done = np.asarray(self.array("done")[:], dtype=bool)
+        with server_errors(self.location, what="reading which views are done"):
+            self._done = np.asarray(self.array("done")[:], dtype=bool)
         return self._done.copy()
 
     def read_view(self, v: int, arrays: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -92,7 +100,10 @@ class FeatureStoreReader:
             raise StoreError(f"view {bad} is outside store {self.url}, which has views 0..{self.n_views - 1}")
         self._check_done(idx)
         try:
-            raw = gather(self.array(n).async_array.get_orthogonal_selection((idx,)) for n in names)
+            with server_errors(self.location, what="reading teacher targets"):
+                raw = gather(self.array(n).async_array.get_orthogonal_selection((idx,)) for n in names)
+        except StoreError:
+            raise
         except Exception:  # noqa: BLE001 - find which chunk is bad, then report it precisely
             self._raise_corrupted(idx, names)
             raise
@@ -130,15 +141,15 @@ def corrupted_message(url: str, v: int, name: str, reason: str) -> str:
 
 
 # -----------------------------------------------------------------------------------------------
-def _expected(cfg: Config) -> dict[str, Any]:
-    bev, ch = cfg.model.bev, cfg.model.channels
+def _expected(layout: StoreLayout) -> dict[str, Any]:
+    recorded = layout.to_attrs()
     return {
         "schema_version": SCHEMA_VERSION,
-        "BEV xbound": list(bev.xbound),
-        "BEV ybound": list(bev.ybound),
-        "channels": {"cam": ch.cam, "lidar": ch.lidar, "fused": ch.fused},
-        "class_names": list(CLASS_NAMES),
-        "tasks": [list(t) for t in cfg.model.head.tasks],
+        "BEV xbound": recorded["bev"]["xbound"],
+        "BEV ybound": recorded["bev"]["ybound"],
+        "channels": recorded["channels"],
+        "class_names": recorded["class_names"],
+        "tasks": recorded["tasks"],
     }
 
 
@@ -162,10 +173,10 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def check_compatible(url: str, attrs: dict[str, Any], cfg: Config) -> None:
+def check_compatible(url: str, attrs: dict[str, Any], layout: StoreLayout) -> None:
     """StoreError naming both values when the store's schema, grid, channels, classes or tasks differ."""
     stored = _stored(attrs)
-    for what, want in _expected(cfg).items():
+    for what, want in _expected(layout).items():
         if not _same(stored[what], want):
             raise StoreError(
                 f"store {url} has {what} {stored[what]}, the config expects {want}; "
@@ -174,13 +185,13 @@ def check_compatible(url: str, attrs: dict[str, Any], cfg: Config) -> None:
 
 
 def open_store(
-    url: str | Path,
+    url: StoreLike,
     *,
-    expect: Config | None = None,
+    expect: StoreLayout | None = None,
     arrays: list[str] | None = None,
 ) -> FeatureStoreReader:
-    """Open a store for reading; `expect` checks compatibility, `arrays` checks they exist."""
-    reader = FeatureStoreReader(str(url), open_group(url, mode="r"))
+    """Open a store for reading; `expect` checks compatibility (a student's layout), `arrays` checks they exist."""
+    reader = FeatureStoreReader(url, open_group(url, mode="r"))
     if expect is not None:
         check_compatible(reader.url, reader.attrs, expect)
     if arrays is not None:

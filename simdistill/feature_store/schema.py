@@ -2,23 +2,23 @@
 
 Every array is indexed by view `v` first (V = samples × views_per_sample) and chunked one view per
 chunk, so an export task that owns a range of views owns whole chunk files. Shapes are written with
-symbolic dimension names that `dim_sizes` resolves from a Config:
+symbolic dimension names that `StoreLayout.dim_sizes` resolves:
 
     V        views in the store
-    C_cam    cfg.model.channels.cam        C_lidar  cfg.model.channels.lidar
-    C_fused  cfg.model.channels.fused      n_cls    len(CLASS_NAMES)
-    n_tasks  len(cfg.model.head.tasks)     H, W     cfg.model.bev.grid_size
-    P        length of the augmentation replay vector (given at creation)
+    C_cam    layout.cam_channels           C_lidar  layout.lidar_channels
+    C_fused  layout.fused_channels         n_cls    len(layout.class_names)
+    n_tasks  len(layout.tasks)             H, W     layout.grid_size
+    box      BOX_CODE_SIZE                 P        length of the augmentation replay vector (given at creation)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from simdistill.config import CLASS_NAMES, DISTILL_LOSSES, Config
+from simdistill.config import BOX_CODE_SIZE, CLASS_NAMES, DISTILL_LOSSES, ModelConfig
 from simdistill.errors import ConfigError
-from simdistill.models.head import BOX_CODE_SIZE
 
 SCHEMA_VERSION = 2  # 2: the config section `store` became `store_format`
 
@@ -65,40 +65,78 @@ FEATURE_ARRAYS: tuple[str, ...] = tuple(n for n, s in SCHEMA.items() if s.is_fea
 VIEW_ARRAYS: tuple[str, ...] = tuple(n for n in SCHEMA if n != "done")
 """Arrays whose chunks hold a view's data; `done` is written after all of them."""
 
-def dim_sizes(cfg: Config, *, n_views: int, aug_dim: int) -> dict[str, int]:
-    """Resolve the symbolic dimension names for a config."""
-    h, w = cfg.model.bev.grid_size
-    ch = cfg.model.channels
-    return {
-        "V": n_views,
-        "C_cam": ch.cam,
-        "C_lidar": ch.lidar,
-        "C_fused": ch.fused,
-        "n_cls": len(CLASS_NAMES),
-        "n_tasks": len(cfg.model.head.tasks),
-        "box": BOX_CODE_SIZE,
-        "H": h,
-        "W": w,
-        "P": aug_dim,
-    }
+@dataclass(frozen=True)
+class StoreLayout:
+    """What the stored maps are made of: the BEV grid, the BEV channels, the classes and the head's tasks.
+
+    A store takes this (with the codec settings of `StoreFormatConfig`) instead of an experiment's config; a stage
+    makes it from its model config with `StoreLayout.for_model(cfg.model)`.
+    """
+
+    xbound: tuple[float, float, float]  # BEV x (min, max, step) [m]; columns
+    ybound: tuple[float, float, float]  # BEV y (min, max, step) [m]; rows
+    cam_channels: int  # C_cam of cam_bev
+    lidar_channels: int  # C_lidar of lidar_bev
+    fused_channels: int  # C_fused of fused_bev
+    tasks: tuple[tuple[str, ...], ...]  # the head's class groups
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(H, W) = (ny, nx) cells of every stored BEV map."""
+        nx = round((self.xbound[1] - self.xbound[0]) / self.xbound[2])
+        ny = round((self.ybound[1] - self.ybound[0]) / self.ybound[2])
+        return ny, nx
+
+    @classmethod
+    def for_model(cls, model: ModelConfig) -> StoreLayout:
+        """The layout of the maps a model of this config makes (the stages' translation of their config)."""
+        bev, ch = model.bev, model.channels
+        return cls(xbound=_floats(bev.xbound), ybound=_floats(bev.ybound), cam_channels=ch.cam,
+                   lidar_channels=ch.lidar, fused_channels=ch.fused, tasks=_tasks(model.head.tasks))
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> StoreLayout:
+        """The layout a store records in its group attributes."""
+        bev, ch = attrs["bev"], attrs["channels"]
+        return cls(xbound=_floats(bev["xbound"]), ybound=_floats(bev["ybound"]), cam_channels=ch["cam"],
+                   lidar_channels=ch["lidar"], fused_channels=ch["fused"], tasks=_tasks(attrs["tasks"]),
+                   class_names=tuple(attrs["class_names"]))
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The group attributes that record it (bev, channels, class_names, tasks)."""
+        return {
+            "bev": {"xbound": list(self.xbound), "ybound": list(self.ybound), "grid_size": list(self.grid_size)},
+            "channels": {"cam": self.cam_channels, "lidar": self.lidar_channels, "fused": self.fused_channels},
+            "class_names": list(self.class_names),
+            "tasks": [list(t) for t in self.tasks],
+        }
+
+    def dim_sizes(self, *, n_views: int, aug_dim: int) -> dict[str, int]:
+        """Resolve the symbolic dimension names."""
+        h, w = self.grid_size
+        return {"V": n_views, "C_cam": self.cam_channels, "C_lidar": self.lidar_channels,
+                "C_fused": self.fused_channels, "n_cls": len(self.class_names), "n_tasks": len(self.tasks),
+                "box": BOX_CODE_SIZE, "H": h, "W": w, "P": aug_dim}
+
+
+def _floats(bound: Sequence[float]) -> tuple[float, float, float]:
+    lo, hi, step = (float(x) for x in bound)
+    return lo, hi, step
+
+
+def _tasks(tasks: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(t) for t in tasks)
+
+
+def dim_sizes(layout: StoreLayout, *, n_views: int, aug_dim: int) -> dict[str, int]:
+    """`layout.dim_sizes(...)`."""
+    return layout.dim_sizes(n_views=n_views, aug_dim=aug_dim)
 
 
 def attrs_dim_sizes(attrs: dict[str, Any], *, n_views: int) -> dict[str, int]:
-    """The same sizes, read back from a store's group attributes (what `verify_store` checks against)."""
-    h, w = attrs["bev"]["grid_size"]
-    ch = attrs["channels"]
-    return {
-        "V": n_views,
-        "C_cam": ch["cam"],
-        "C_lidar": ch["lidar"],
-        "C_fused": ch["fused"],
-        "n_cls": len(attrs["class_names"]),
-        "n_tasks": len(attrs["tasks"]),
-        "box": BOX_CODE_SIZE,
-        "H": h,
-        "W": w,
-        "P": len(attrs["aug_layout"]),
-    }
+    """The sizes read back from a store's group attributes (what `verify_store` checks against)."""
+    return StoreLayout.from_attrs(attrs).dim_sizes(n_views=n_views, aug_dim=len(attrs["aug_layout"]))
 
 
 def array_shape(name: str, sizes: dict[str, int]) -> tuple[int, ...]:

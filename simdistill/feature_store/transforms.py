@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numcodecs import BitRound
 
 from simdistill.config import StoreFormatConfig
 from simdistill.errors import StoreError
@@ -137,8 +138,6 @@ def stored_values(view: TeacherView, *, sizes: dict[str, int], store_format: Sto
     """What a store of `store_format` would give back for this view: the storage transforms, float16 and (in lossy
     mode) bit-rounding or per-plane quantisation applied, as float32 arrays like `FeatureStoreReader.read_views`
     returns. An online teacher whose targets pass through this is bit for bit the cached teacher."""
-    from numcodecs import BitRound
-
     lossy = {name: store_format.lossy_keepbits for name in lossy_arrays(store_format)}
     quantized = quantized_arrays(store_format)
     values = prepare_view(view, 0, sizes=sizes, compact=store_format.compact_boxes, lossy=lossy)

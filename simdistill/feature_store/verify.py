@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.progress import Progress
 
+from simdistill.feature_store.create import open_for_write
 from simdistill.feature_store.reader import one_line, open_store
 from simdistill.feature_store.schema import (
     SCHEMA,
@@ -20,6 +21,7 @@ from simdistill.feature_store.schema import (
     array_shape,
     attrs_dim_sizes,
 )
+from simdistill.feature_store.storage import StoreLike, StoreURL
 
 ALL_VIEWS = -1  # `view` of a problem that concerns the whole array (a wrong shape, a missing array)
 
@@ -30,6 +32,7 @@ class VerifyReport:
     n_views: int
     n_done: int
     bad: list[tuple[int, str, str]] = field(default_factory=list)  # (view or ALL_VIEWS, array, reason)
+    location: StoreURL | None = None  # the URL with its storage options (what `reset_bad_views` reopens)
 
     @property
     def ok(self) -> bool:
@@ -61,11 +64,11 @@ def _value_problem(name: str, x: np.ndarray, a: dict) -> str | None:
     return None
 
 
-def verify_store(url: str, *, progress: bool = True) -> VerifyReport:
+def verify_store(url: StoreLike, *, progress: bool = True) -> VerifyReport:
     """Verify every done view; the report lists (view, array, reason) for each problem found."""
     reader = open_store(url)
     done = reader.done_views()
-    report = VerifyReport(url=str(url), n_views=reader.n_views, n_done=int(done.sum()))
+    report = VerifyReport(url=str(url), n_views=reader.n_views, n_done=int(done.sum()), location=reader.location)
     if reader.attrs.get("schema_version") != SCHEMA_VERSION:
         report.bad.append((ALL_VIEWS, "zarr.json", f"schema version {reader.attrs.get('schema_version')}"))
         return report
@@ -103,11 +106,9 @@ def verify_store(url: str, *, progress: bool = True) -> VerifyReport:
 def reset_bad_views(report: VerifyReport) -> list[int]:
     """Clear the done flag of every view `report` found bad, under the export lock, so that re-running the same
     export rewrites exactly those views. Returns the views reset."""
-    from simdistill.feature_store.create import open_for_write
-
     views = report.bad_views
     if views:
-        writer = open_for_write(report.url)
+        writer = open_for_write(report.location or report.url)
         with writer.lock():
             writer.reset_done(views)
     return views

@@ -1,9 +1,9 @@
 """Fill a feature store (DESIGN.md §5): `FeatureStoreWriter` writes whole views and then marks them done.
 
-    writer = create_or_resume_store(url, cfg=cfg, n_views=V, aug_dim=P, attrs=attrs)   # feature_store.create
+    writer = create_or_resume_store(url, layout=..., store_format=..., n_views=V, aug_dim=P, attrs=...)  # create.py
     with writer.lock():
         done = writer.done_views()
-        for r in writer.task_ranges(cfg.export.views_per_task):   # one export task per range
+        for r in writer.task_ranges(views_per_task):               # one export task per range
             ...                                                    # writer.write_views(start, views) per shard
 
 Durability: a view's chunks are written (each by zarr's atomic temp-file rename), fsynced with their
@@ -21,20 +21,29 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import zarr
 
-from simdistill.config import Config
+from simdistill.config import StoreFormatConfig
 from simdistill.errors import StoreError
 from simdistill.feature_store.codecs import lossy_arrays, quiet_numcodecs_warning
 from simdistill.feature_store.lock import export_lock
-from simdistill.feature_store.schema import SCHEMA, VIEW_ARRAYS, dim_sizes
-from simdistill.feature_store.storage import chunk_key, fsync_files, gather, local_root
+from simdistill.feature_store.schema import SCHEMA, VIEW_ARRAYS, StoreLayout
+from simdistill.feature_store.storage import (
+    StoreLike,
+    chunk_key,
+    fsync_files,
+    gather,
+    local_root,
+    server_errors,
+    store_url,
+)
 from simdistill.feature_store.transforms import TeacherView, prepare_view
 
 
 @contextlib.contextmanager
-def store_errors(url: str, what: str) -> Iterator[None]:
-    """Turn OS errors while writing into one-line StoreErrors naming the fix."""
+def store_errors(url: StoreLike, what: str) -> Iterator[None]:
+    """Turn OS errors while writing, and a storage server lost meanwhile, into one-line StoreErrors naming the fix."""
     try:
-        yield
+        with server_errors(url, what=what):
+            yield
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StoreError(
@@ -51,30 +60,33 @@ def store_errors(url: str, what: str) -> Iterator[None]:
 class FeatureStoreWriter:
     """Writes teacher views into an existing store; see the module docstring."""
 
-    def __init__(self, url: str, group: zarr.Group, cfg: Config) -> None:
-        self.url = url
+    def __init__(self, url: StoreLike, group: zarr.Group, store_format: StoreFormatConfig) -> None:
+        self.location = store_url(url)  # the URL with its storage options
+        self.url = str(url)
         self.group = group
-        self.cfg = cfg
+        self.store_format = store_format
         self.n_views = int(group["done"].shape[0])
-        self.sizes = dim_sizes(cfg, n_views=self.n_views, aug_dim=int(group["aug"].shape[1]))
-        self._root = local_root(url)
+        self.layout = StoreLayout.from_attrs(group.attrs.asdict())
+        self.sizes = self.layout.dim_sizes(n_views=self.n_views, aug_dim=int(group["aug"].shape[1]))
+        self._root = local_root(self.location)
         with quiet_numcodecs_warning():
             self._arrays = {name: group[name] for name in SCHEMA}
-        self._lossy = {name: cfg.store_format.lossy_keepbits for name in lossy_arrays(cfg.store_format)}
-        self.views_per_shard = cfg.store_format.views_per_shard if cfg.store_format.sharding else 1
+        self._lossy = {name: store_format.lossy_keepbits for name in lossy_arrays(store_format)}
+        self.views_per_shard = store_format.views_per_shard if store_format.sharding else 1
 
     # -------------------------------------------------------------------------------------------
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive export lock (a file on local stores, a conditionally created object on s3://; see lock.py)."""
-        return export_lock(self.url)
+        return export_lock(self.location)
 
     def done_views(self) -> np.ndarray:
         """[V] bool: which views are durable."""
-        return np.asarray(self._arrays["done"][:], dtype=bool)
+        with server_errors(self.location, what="reading which views are done"):
+            return np.asarray(self._arrays["done"][:], dtype=bool)
 
     def reset_done(self, views: Sequence[int]) -> None:
         """Mark views as not done (e.g. the corrupted ones `verify_store` found) so resume rewrites them."""
-        with store_errors(self.url, "resetting done flags"):
+        with store_errors(self.location, "resetting done flags"):
             for v in views:
                 self._arrays["done"][int(v)] = False
 
@@ -108,11 +120,11 @@ class FeatureStoreWriter:
                 "write shard by shard with write_views(start, views) over writer.task_ranges(...)"
             )
         prepared = [
-            prepare_view(tv, start + i, sizes=self.sizes, compact=self.cfg.store_format.compact_boxes, lossy=self._lossy)
+            prepare_view(tv, start + i, sizes=self.sizes, compact=self.store_format.compact_boxes, lossy=self._lossy)
             for i, tv in enumerate(views)
         ]
         sel = slice(start, stop)
-        with store_errors(self.url, f"writing views {start}..{stop - 1}"):
+        with store_errors(self.location, f"writing views {start}..{stop - 1}"):
             gather(
                 self._arrays[name].async_array.setitem(sel, np.stack([p[name] for p in prepared]))
                 for name in VIEW_ARRAYS

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from simdistill.config import CLASS_NAMES, BEVConfig, HeadConfig
+from simdistill.config import BOX_CODE_SIZE, CLASS_NAMES, BEVConfig, HeadConfig
 from simdistill.errors import ConfigError, DataError
 from simdistill.models.backbone import conv_bn_relu
 from simdistill.models.center_utils import (
@@ -39,7 +39,6 @@ __all__ = [
     "gaussian_radius",
 ]
 
-BOX_CODE_SIZE = 10
 HEATMAP_BIAS_INIT = -2.19  # sigmoid(-2.19) ~ 0.1, the CenterNet prior
 BRANCHES: tuple[tuple[str, int], ...] = (("reg", 2), ("height", 1), ("dim", 3), ("rot", 2), ("vel", 2))
 

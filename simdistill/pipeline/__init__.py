@@ -1,4 +1,5 @@
-"""Data pipeline: nuScenes loading (devkit), augmentation with recorded parameters, data contracts.
+"""Data pipeline: nuScenes loading (devkit), augmentation with recorded parameters, data contracts, and the view
+plan that export and every student run share (`view_plan`).
 
 The synthetic world generator lives in `simdistill.pipeline.synthetic` (imported on its own).
 """

@@ -15,13 +15,13 @@ import torch
 
 from simdistill.config import Config
 from simdistill.errors import StoreError
-from simdistill.feature_store import stored_values
-from simdistill.feature_store.schema import dim_sizes
+from simdistill.feature_store import StoreLayout, TargetPrefetcher, open_store, read_batch, stored_values
+from simdistill.feature_store.storage import store_url
 from simdistill.pipeline.sample import Batch
+from simdistill.pipeline.view_plan import ViewPlan
 from simdistill.student_train.distill_step import TeacherTargets
-from simdistill.student_train.view_plan import ViewPlan
-from simdistill.teacher_export.teacher_loader import load_teacher
-from simdistill.teacher_export.view_arrays import teacher_view_arrays
+from simdistill.teacher.loader import load_teacher
+from simdistill.teacher.view_arrays import teacher_view_arrays
 
 MEMORY_READ_VIEWS = 4  # views per read while loader=memory fills RAM
 
@@ -42,10 +42,7 @@ class StoreTargets:
 
     def __init__(self, url: str, cfg: Config, arrays: list[str], *, scheduler: str | None = None,
                  expected_tokens: Sequence[str] | None = None) -> None:
-        from simdistill.feature_store import open_store
-        from simdistill.feature_store.storage import use_storage_options
-
-        use_storage_options(cfg.storage_options)  # a remote store's endpoint, as the commands apply it
+        self.location = store_url(url, cfg.storage_options)  # a remote store's endpoint travels with its URL
         self.url = url
         self.arrays = arrays
         self.scheduler = scheduler
@@ -53,7 +50,7 @@ class StoreTargets:
         self.loader = cfg.student_train.loader
         self.threads = cfg.student_train.loader_threads
         self._memory: dict[str, np.ndarray] | None = None
-        reader = open_store(url, expect=cfg)
+        reader = open_store(self.location, expect=StoreLayout.for_model(cfg.model))
         reader.require(arrays)
         done = reader.done_views()
         if not bool(np.all(done)):
@@ -76,11 +73,9 @@ class StoreTargets:
     def iterate(self, view_batches: list[list[int]], device: torch.device) -> Iterator[TeacherTargets]:
         """The targets of each batch of view ids, in order. For a CPU student the loader hands float32 over (its
         threads convert); for a GPU student float16 as stored, converted on the device (half the host work)."""
-        from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
-
         float32 = device.type == "cpu"
         if self.loader == "direct":  # synchronous reads in the training loop (the comparison baseline)
-            reader = open_store(self.url, arrays=self.arrays)
+            reader = open_store(self.location, arrays=self.arrays)
             for views in view_batches:
                 yield _targets(read_batch(reader, views, self.arrays, float32=float32), device)
             return
@@ -90,7 +85,7 @@ class StoreTargets:
                 idx = np.asarray(views, dtype=np.int64)
                 yield _targets({k: x[idx] for k, x in held.items()}, device)
             return
-        with TargetPrefetcher(self.url, arrays=self.arrays, batches=view_batches, prefetch=self.prefetch,
+        with TargetPrefetcher(self.location, arrays=self.arrays, batches=view_batches, prefetch=self.prefetch,
                               scheduler=self.scheduler, threads=self.threads, float32=float32) as prefetcher:
             for arrays in prefetcher:
                 yield _targets(arrays, device)
@@ -98,10 +93,8 @@ class StoreTargets:
     def in_memory(self) -> dict[str, np.ndarray]:
         """Every view's arrays, read once (on first use) in their stored dtype: name → [V, ...] (float16 features
         become float32 per batch, as the other loaders hand them over)."""
-        from simdistill.feature_store import open_store
-
         if self._memory is None:
-            reader = open_store(self.url, arrays=self.arrays)
+            reader = open_store(self.location, arrays=self.arrays)
             parts: dict[str, list[np.ndarray]] = {name: [] for name in self.arrays}
             for start in range(0, reader.n_views, MEMORY_READ_VIEWS):
                 views = list(range(start, min(start + MEMORY_READ_VIEWS, reader.n_views)))
@@ -135,7 +128,7 @@ class OnlineTeacher:
         self.model = load_teacher(cfg, Path(checkpoint), device=str(device))
         self.encoding = cfg.student_train.online_encoding
         self.store_format = cfg.store_format
-        self.sizes = dim_sizes(cfg, n_views=1, aug_dim=0)
+        self.sizes = StoreLayout.for_model(cfg.model).dim_sizes(n_views=1, aug_dim=0)
         self.device = device
 
     @torch.no_grad()  # not inference_mode: its tensors cannot be saved for the student's backward

@@ -20,6 +20,7 @@ from simdistill.models.build import build_model_to_train
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch
 from simdistill.pipeline.sources import open_data_source
+from simdistill.pipeline.view_plan import ViewPlan, build_inputs, epoch_batches, plan_views
 from simdistill.student_train.distill_step import (
     TERM_KEYS,
     TeacherTargets,
@@ -32,15 +33,9 @@ from simdistill.student_train.target_sources import (
     OnlineTeacher,
     StoreTargets,
 )
-from simdistill.student_train.view_plan import (
-    ViewPlan,
-    build_inputs,
-    epoch_batches,
-    plan_from_config,
-)
-from simdistill.training.background import prefetch
 from simdistill.training.checkpoint import file_sha256
 from simdistill.training.fit import FitResult, RunSpec, StepHook, fit
+from simdistill.training.prefetch_thread import prefetch
 from simdistill.training.runtime import distributed_rank, rank_device, resolve_device
 
 TargetSource = NoTargets | StoreTargets | OnlineTeacher
@@ -102,7 +97,7 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
     builder = ViewBuilder.for_config(source, cfg, train=True)
     targets, cached, identity = _targets(cfg, store=store, online_teacher=online_teacher, scheduler=scheduler,
                                          tokens=source.tokens, device=device)
-    plan = cached.plan if cached is not None else plan_from_config(cfg, builder)
+    plan = cached.plan if cached is not None else plan_views(cfg, builder)
     final_hw = (cfg.augment.final_height, cfg.augment.final_width)
     run = RunSpec(kind=sc.variant, cfg=cfg, train=sc, out_dir=Path(out_dir), final_name="student.pt",
                   content={**run_content(cfg, only=STUDENT_CONTENT), **identity},

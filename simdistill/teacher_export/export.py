@@ -16,20 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from distributed import as_completed
+
 from simdistill.cluster import connect, local_cluster, quiet_task, task_result
 from simdistill.config import Config, config_to_dict
 from simdistill.errors import DataError
-from simdistill.feature_store import StoreAttrs, create_or_resume_store
-from simdistill.feature_store.storage import (
-    local_root,
-    probe_remote,
-    use_storage_options,
-)
+from simdistill.feature_store import StoreAttrs, StoreLayout, create_or_resume_store
+from simdistill.feature_store.storage import local_root, probe_remote, store_url
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sources import DataSource, open_data_source
-from simdistill.teacher_export.plan import pending_tasks, plan_views
+from simdistill.pipeline.view_plan import ViewPlan, plan_views
+from simdistill.teacher.loader import describe_teacher
 from simdistill.teacher_export.task import run_export_task
-from simdistill.teacher_export.teacher_loader import describe_teacher
 from simdistill.training.progress import TrainProgress
 
 
@@ -89,6 +88,7 @@ def _store_attrs(cfg: Config, teacher: dict[str, Any], source: DataSource, build
         augmentation=config_to_dict(cfg.augment),
         views_per_sample=views_per_sample,
         aug_layout=AugParams.names(n_cams=builder.n_cams, n_sweeps=cfg.data.sweeps),
+        config=config_to_dict(cfg),
     )
 
 
@@ -96,8 +96,8 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
                    overwrite: bool = False, progress: bool = True) -> ExportReport:
     """Export the teacher into the store at `out` (see the module docstring); everything a user can get wrong
     (store location, teacher, dataroot files, scheduler) is checked before a worker starts or a chunk is written."""
-    use_storage_options(cfg.storage_options)
-    probe_remote(out, for_write=True)
+    location = store_url(out, cfg.storage_options)  # the store URL with its options, wherever it goes
+    probe_remote(location, for_write=True)
     checkpoint = Path(checkpoint)
     teacher = describe_teacher(cfg, checkpoint)
     source = open_data_source(cfg.data, cfg.export.split)
@@ -107,9 +107,10 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(contextlib.closing(connect(scheduler))) if scheduler else None
-        writer = create_or_resume_store(out, cfg=cfg, n_views=plan.n_views, aug_dim=plan.params.shape[1],
-                                        attrs=_store_attrs(cfg, teacher, source, builder, plan.views_per_sample),
-                                        overwrite=overwrite)
+        writer = create_or_resume_store(location, layout=StoreLayout.for_model(cfg.model),
+                                        store_format=cfg.store_format, n_views=plan.n_views,
+                                        aug_dim=plan.params.shape[1], overwrite=overwrite,
+                                        attrs=_store_attrs(cfg, teacher, source, builder, plan.views_per_sample))
         stack.enter_context(writer.lock())
         tasks = pending_tasks(writer.task_ranges(cfg.export.views_per_task), writer.done_views())
         skipped = plan.n_views - sum(len(t) for t in tasks)
@@ -117,7 +118,7 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
         if tasks and client is None:
             client = stack.enter_context(local_cluster(cfg.export.workers, log_dir=log_dir,
                                                        dashboard=cfg.export.dashboard))
-        run = functools.partial(run_export_task, store_url=str(out), cfg_dict=config_to_dict(cfg),
+        run = functools.partial(run_export_task, store=location, cfg_dict=config_to_dict(cfg),
                                 split_name=source.split, checkpoint=str(checkpoint.resolve()))
         with TrainProgress("export", total=plan.n_views, start=skipped, enabled=progress and bool(tasks),
                            unit="view") as bar:
@@ -132,11 +133,14 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
     )
 
 
-def _run_tasks(client: Any, run: Callable[..., dict[str, float]], *, plan: Any, tasks: list[list[int]],
+def pending_tasks(task_ranges: list[range], done: np.ndarray) -> list[list[int]]:
+    """Per task, the views it still has to write (tasks with nothing left are dropped)."""
+    return [todo for r in task_ranges if (todo := [v for v in r if not bool(done[v])])]
+
+
+def _run_tasks(client: Any, run: Callable[..., dict[str, float]], *, plan: ViewPlan, tasks: list[list[int]],
                log_dir: Path | None, bar: TrainProgress, skipped: int) -> list[dict[str, float]]:
     """One Dask task per view range; a task's user error or a dead worker ends the export with one line."""
-    from distributed import as_completed
-
     t0 = time.perf_counter()
     run_id = uuid.uuid4().hex[:8]  # task keys are global on a shared cluster: two exports must not share one
     futures = {

@@ -24,12 +24,12 @@ import torch
 
 from simdistill.config import Config, config_from_dict
 from simdistill.feature_store import FeatureStoreWriter, TeacherView, open_for_write
-from simdistill.feature_store.storage import remote_errors, use_storage_options
+from simdistill.feature_store.storage import StoreURL
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sample import collate
 from simdistill.pipeline.sources import open_data_source
-from simdistill.teacher_export.teacher_loader import load_teacher
-from simdistill.teacher_export.view_arrays import teacher_view_arrays
+from simdistill.teacher.loader import load_teacher
+from simdistill.teacher.view_arrays import teacher_view_arrays
 
 
 @dataclass
@@ -107,8 +107,8 @@ class BackgroundWriter:
                 continue
             t0 = time.perf_counter()
             try:
-                with remote_errors(self.writer.url):  # a lost storage server is a one-line StoreError
-                    self.stats.bytes_written += self.writer.write_views(pending[0][0], [tv for _, tv in pending])
+                # a lost storage server is a one-line StoreError (the writer's `store_errors`)
+                self.stats.bytes_written += self.writer.write_views(pending[0][0], [tv for _, tv in pending])
             except BaseException as exc:  # noqa: BLE001 - re-raised by close()
                 self.error = exc
             pending = []
@@ -125,16 +125,15 @@ class BackgroundWriter:
             raise self.error
 
 
-def run_export_task(*, store_url: str, cfg_dict: dict[str, Any], split_name: str, checkpoint: str,
+def run_export_task(*, store: StoreURL, cfg_dict: dict[str, Any], split_name: str, checkpoint: str,
                     views: list[int], params: np.ndarray, sample_index: np.ndarray,
                     view_index: np.ndarray) -> dict[str, float]:
     """Export `views` (all owned by this task; params [N, P], sample_index and view_index [N]); TaskStats dict."""
     t_start = time.perf_counter()
-    use_storage_options(config_from_dict(cfg_dict).storage_options)  # this worker may be on another host
     ctx = export_context(cfg_dict, split_name, checkpoint)
     torch.set_num_threads(max(1, ctx.cfg.export.threads_per_worker))
     stats = TaskStats()
-    writer = BackgroundWriter(open_for_write(store_url), ctx.cfg.export.write_queue, stats)
+    writer = BackgroundWriter(open_for_write(store), ctx.cfg.export.write_queue, stats)
     try:
         made = teacher_views(ctx, params=params, sample_index=sample_index, view_index=view_index, stats=stats)
         for v, view in zip(views, made):

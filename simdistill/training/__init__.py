@@ -1,1 +1,1 @@
-"""Shared training machinery (checkpoints, seeding, schedules, logs) and the teacher trainer."""
+"""Shared training machinery: the one loop (fit), checkpoints, seeding, schedules, logs, progress, input read-ahead."""

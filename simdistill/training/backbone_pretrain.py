@@ -23,7 +23,7 @@ from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch
 from simdistill.pipeline.sources import open_data_source
 from simdistill.training.fit import FitResult, RunSpec, StepHook, fit
-from simdistill.training.teacher_trainer import TeacherSteps
+from simdistill.training.augmented_steps import AugmentedSteps
 
 def _terms_fn(cfg: Config):  # noqa: ANN202 - a TermsFn
     def terms(model: nn.Module, batch: Batch, targets: Any) -> dict[str, torch.Tensor]:
@@ -48,7 +48,7 @@ def pretrain_backbone(cfg: Config, *, out_dir: Path, resume: bool = True, progre
     backbone_cfg = dataclasses.replace(cfg.model.backbone, pretrained="")
     result = fit(run, make_model=lambda: init_backbone(Detector2D(backbone_cfg, len(CLASS_NAMES)),
                                                          cfg.model.backbone.pretrained),
-                 steps=TeacherSteps(builder, seed=cfg.seed, batch_size=cfg.pretrain.batch_size),
+                 steps=AugmentedSteps(builder, seed=cfg.seed, batch_size=cfg.pretrain.batch_size),
                  terms=_terms_fn(cfg), resume=resume, progress=progress, stop_after=stop_after, hooks=hooks)
     if result.finished and result.rank == 0:
         save_backbone(result.model.backbone, cfg.model.backbone, Path(out_dir) / BACKBONE_FILE)

@@ -1,7 +1,7 @@
 """The one training loop. Teacher and students differ only in what they pass in: the model, the steps (inputs
 with their teacher targets, if any) and the loss terms of a step.
 
-    result = fit(run, make_model=lambda: build_model("teacher", ...), steps=TeacherSteps(...), terms=gt_terms)
+    result = fit(run, make_model=lambda: build_model("teacher", ...), steps=AugmentedSteps(...), terms=gt_terms)
 
 `fit` seeds, builds the model on the device (DDP under torchrun), makes AdamW and the one-cycle schedule,
 resumes exactly from `out_dir/last.pt` when the run's content is unchanged, and then steps: forward, the named

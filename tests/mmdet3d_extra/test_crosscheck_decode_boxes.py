@@ -31,17 +31,17 @@ import torch
 # Skipped where the mmdet3d extra is not installed (mmdet3d.structures also needs mmcv's compiled ops).
 pytest.importorskip("mmdet3d.structures")
 
-from mmdet3d.models.layers import circle_nms as mm_circle_nms
-from mmdet3d.structures import LiDARInstance3DBoxes
-from nuscenes.utils.data_classes import Box
-from pyquaternion import Quaternion
-from test_crosscheck_centerpoint import (
+from helpers.mmdet3d_heads import (
     GRID_H,
     GRID_W,
     mm_preds,
     mmdet3d_center_head,
     our_head,
 )
+from mmdet3d.models.layers import circle_nms as mm_circle_nms
+from mmdet3d.structures import LiDARInstance3DBoxes
+from nuscenes.utils.data_classes import Box
+from pyquaternion import Quaternion
 
 from simdistill.config import CLASS_NAMES, HeadConfig
 from simdistill.models.center_utils import circle_nms

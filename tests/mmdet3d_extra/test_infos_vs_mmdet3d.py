@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("mmdet3d.datasets")
 
 import mmdet3d
-from test_mmdet3d_infos import assert_same_sample
+from helpers.samples import assert_same_sample
 
 from simdistill.pipeline import (
     InfoFileSource,

@@ -25,9 +25,9 @@ from simdistill.errors import CheckpointError, ConfigError  # noqa: E402
 from simdistill.feature_store import open_store  # noqa: E402
 from simdistill.pipeline.augment import ViewBuilder  # noqa: E402
 from simdistill.pipeline.sources import open_data_source  # noqa: E402
+from simdistill.pipeline.view_plan import build_inputs  # noqa: E402
 from simdistill.student_train.distill_step import arrays_needed  # noqa: E402
 from simdistill.student_train.target_sources import OnlineTeacher, StoreTargets  # noqa: E402
-from simdistill.student_train.view_plan import build_inputs  # noqa: E402
 
 FP16_RTOL = 2.0**-11
 FP16_ATOL = 2.0**-25

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.store import N_VIEWS, P, expected_stored, layout, make_attrs, store_args, tiny_cfg, write_store
 
 from simdistill.config import load_config
 from simdistill.errors import ConfigError, StoreError
@@ -23,7 +24,6 @@ from simdistill.feature_store.codecs import (
 )
 from simdistill.feature_store.schema import dim_sizes
 from simdistill.student_train.target_sources import StoreTargets
-from test_feature_store import N_VIEWS, P, expected_stored, make_attrs, tiny_cfg, write_store
 
 QUANTIZED = ["cam_bev", "lidar_bev", "fused_bev", "heatmap"]
 BATCHES = [[3, 0], [5, 1], [4, 2], [2, 2]]
@@ -66,8 +66,8 @@ def test_quantized_store_decodes_within_bound_and_records_mode(tmp_path: Path, b
                    f"store_format.quantize_arrays=[{', '.join(QUANTIZED)}]")
     url = tmp_path / "q.zarr"
     tvs = write_store(url, cfg)
-    reader = open_store(url, expect=cfg)
-    sizes = dim_sizes(cfg, n_views=1, aug_dim=P)
+    reader = open_store(url, expect=layout(cfg))
+    sizes = dim_sizes(layout(cfg), n_views=1, aug_dim=P)
     for v, tv in enumerate(tvs):
         got, want = reader.read_view(v), expected_stored(tv, cfg)
         for name in QUANTIZED:
@@ -103,7 +103,7 @@ def test_quantized_store_decodes_within_bound_and_records_mode(tmp_path: Path, b
 def test_quantize_settings_are_validated(tmp_path: Path, overrides: list[str], message: str) -> None:
     cfg = tiny_cfg(*overrides)
     with pytest.raises(ConfigError, match=message):
-        create_store(str(tmp_path / "s.zarr"), cfg=cfg, n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(cfg))
+        create_store(str(tmp_path / "s.zarr"), **store_args(cfg), n_views=N_VIEWS, aug_dim=P, attrs=make_attrs(cfg))
     assert not (tmp_path / "s.zarr").exists()
 
 

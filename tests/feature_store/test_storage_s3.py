@@ -3,8 +3,10 @@ resume, inspect and train from it; the export lock as a conditional PUT; storage
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -14,14 +16,15 @@ import time
 import fsspec
 import pytest
 from conftest import RESUME_EXTRA, assert_same_views, cli_args, done_count
+from helpers.store import expected_stored, layout, tiny_cfg, write_store
 from servers import wait_for
-from test_feature_store import expected_stored, tiny_cfg, write_store
 from typer.testing import CliRunner
 
 from simdistill.cli import app
 from simdistill.errors import StoreError
-from simdistill.feature_store import open_store, storage
+from simdistill.feature_store import open_store
 from simdistill.feature_store.lock import LOCK_NAME, _RemoteLock, export_lock
+from simdistill.feature_store.storage import store_url
 
 runner = CliRunner()
 pytestmark = pytest.mark.timeout(420)
@@ -114,17 +117,20 @@ def test_export_lock_on_s3_is_a_conditional_put(s3_bucket):
             pass
 
 
-def test_storage_options_in_the_config_reach_the_store(s3_server, s3_bucket, monkeypatch):
-    monkeypatch.setattr(fsspec.config, "conf", {})  # undone after the test, like the options applied below
-    monkeypatch.setattr(storage, "_APPLIED_OPTIONS", {})
+def test_storage_options_travel_with_the_store_url(s3_server, s3_bucket, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     url = f"{s3_bucket}/opts.zarr"
     with pytest.raises(StoreError, match="cannot reach the storage server of .*AWS_ENDPOINT_URL"):
         open_store(url)
 
     cfg = tiny_cfg(f"storage_options.s3.endpoint_url={s3_server.endpoint}")
-    storage.use_storage_options(cfg.storage_options)  # what every command does with its config
-    tvs = write_store(url, cfg, views=2)
-    got = open_store(url, expect=cfg).read_view(1, ["fused_bev"])["fused_bev"]
+    conf_before = copy.deepcopy(fsspec.config.conf)
+    location = store_url(url, cfg.storage_options)  # what every stage makes of its config and URL
+    tvs = write_store(location, cfg, views=2)
+    got = open_store(location, expect=layout(cfg)).read_view(1, ["fused_bev"])["fused_bev"]
     assert (got == expected_stored(tvs[1], cfg)["fused_bev"]).all()
-    assert storage.applied_storage_options() == {"s3": {"endpoint_url": s3_server.endpoint}}  # shipped to workers
+    assert fsspec.config.conf == conf_before  # nothing process-global was written
+    with pytest.raises(StoreError, match="cannot reach the storage server"):  # the plain URL has no options
+        open_store(url)
+    shipped = pickle.loads(pickle.dumps(location))  # what a Dask task carries to a worker
+    assert shipped == location and open_store(shipped).done_views().sum() == 2

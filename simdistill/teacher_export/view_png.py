@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
-from simdistill.feature_store.reader import open_store
+from simdistill.feature_store import StoreLike, open_store
 from simdistill.pipeline.geometry import box_corners
 
 PANELS = (
@@ -34,7 +34,7 @@ def box_corners_grid(boxes: np.ndarray, xbound: tuple[float, ...], ybound: tuple
     return np.stack([col, row], axis=-1)
 
 
-def render_view_png(url: str, v: int, out_png: str | Path, *, gt_boxes: np.ndarray | None = None) -> Path:
+def render_view_png(url: StoreLike, v: int, out_png: str | Path, *, gt_boxes: np.ndarray | None = None) -> Path:
     """Render view `v` of the store at `url` to `out_png`; `gt_boxes` [M, 9] in the view's LiDAR frame."""
     reader = open_store(url, arrays=[name for name, _ in PANELS] + ["fg_mask"])
     data = reader.read_view(v, [name for name, _ in PANELS] + ["fg_mask"])

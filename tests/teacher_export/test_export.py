@@ -42,14 +42,17 @@ def test_store_matches_teacher_and_cli_inspects_it(tiny_store, tmp_path):
     reader = open_store(tiny_store)
     assert reader.done_views().all()
     assert reader.attrs["views_per_sample"] == 1
+    n = reader.n_views
     info = runner.invoke(app, ["store", "info", tiny_store])
     assert info.exit_code == 0, info.output
-    assert "cam_bev" in info.output and "lossless" in info.output
+    assert "cam_bev" in info.output and "lossless" in info.output and f"views done {n}/{n}" in info.output
     verify = runner.invoke(app, ["store", "verify", tiny_store])
     assert verify.exit_code == 0, verify.output
+    assert f"{n} of {n} views done, all done views verified" in verify.output
     png = tmp_path / "v0.png"
     show = runner.invoke(app, ["store", "show", tiny_store, "--view", "0", "--out", str(png)])
-    assert show.exit_code == 0 and png.stat().st_size > 1000
+    assert show.exit_code == 0 and f"wrote {png}" in show.output, show.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
 
 
 def test_sigkill_mid_export_then_resume_equals_uninterrupted(tiny_world, tiny_teacher, tmp_path):
@@ -76,8 +79,9 @@ def test_sigkill_mid_export_then_resume_equals_uninterrupted(tiny_world, tiny_te
 
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{n_done} already done" in resumed.stdout or "already done" in resumed.stdout
-    assert runner.invoke(app, ["store", "verify", str(store)]).exit_code == 0
+    assert f"{n_done} already done" in resumed.stdout, resumed.stdout
+    verify = runner.invoke(app, ["store", "verify", str(store)])
+    assert verify.exit_code == 0 and "all done views verified" in verify.output, verify.output
 
     reference = tmp_path / "clean.zarr"
     from simdistill.teacher_export.export import export_teacher
@@ -161,6 +165,7 @@ def test_verify_reset_bad_then_export_rewrites_only_the_bad_views(tiny_world, ti
     export = runner.invoke(app, ["export-teacher", "--checkpoint", str(tiny_teacher), "--out", str(store),
                                  *_cli_args(tiny_world, [])])
     assert export.exit_code == 0 and "1 exported" in export.output, export.output
-    assert runner.invoke(app, ["store", "verify", str(store)]).exit_code == 0
+    verify = runner.invoke(app, ["store", "verify", str(store)])
+    assert verify.exit_code == 0 and "all done views verified" in verify.output, verify.output
     a, b = open_store(str(store)), open_store(tiny_store)
     np.testing.assert_array_equal(a.read_view(3, ["cam_bev"])["cam_bev"], b.read_view(3, ["cam_bev"])["cam_bev"])

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from fake_batch import CAMERA_YAWS_DEG, make_fake_batch, resize_crop_matrix
+from helpers.fake_batch import CAMERA_YAWS_DEG, make_fake_batch, resize_crop_matrix
 
 from simdistill.config import Config, load_config
 from simdistill.errors import ConfigError, DataError

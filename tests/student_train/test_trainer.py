@@ -22,10 +22,10 @@ from simdistill.errors import CheckpointError, ConfigError, StoreError
 from simdistill.models import build_model
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sources import open_data_source
+from simdistill.pipeline.view_plan import build_inputs, epoch_batches
 from simdistill.student_train.distill_step import arrays_needed, student_terms
 from simdistill.student_train.target_sources import OnlineTeacher, StoreTargets
 from simdistill.student_train.trainer import train_student
-from simdistill.student_train.view_plan import build_inputs, epoch_batches
 
 ALL_LOSSES = ("imd", "cmd", "mmd_f", "mmd_p")
 # float16 keeps 11 significant bits: round-to-nearest changes a normal value by at most 2^-11 of itself,

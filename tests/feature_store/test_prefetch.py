@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_feature_store import N_VIEWS, tiny_cfg, write_store
+from helpers.store import N_VIEWS, tiny_cfg, write_store
 
 from simdistill.errors import StoreError
 from simdistill.feature_store import TargetPrefetcher, open_store, read_batch
@@ -102,4 +102,4 @@ def test_prefetcher_on_a_spawned_process_cluster(store: str) -> None:
 def _opened_in_worker() -> tuple[int, list[str]]:
     from simdistill.feature_store import prefetch
 
-    return os.getpid(), list(prefetch._WORKER_READERS)
+    return os.getpid(), [reader.url for reader in prefetch._WORKER_READERS.values()]

@@ -19,6 +19,7 @@ from conftest import (
     done_count,
     make_tiny_config,
 )
+from helpers import one_error_line
 from servers import DaskCluster, stop, wait_for
 from typer.testing import CliRunner
 
@@ -34,13 +35,6 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _one_error_line(stderr: str) -> str:
-    """The single `error:` line a failed command printed, asserting there is nothing else (no traceback, no log)."""
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("[export]")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
-    return lines[0]
 
 
 @pytest.fixture()
@@ -79,7 +73,7 @@ def test_export_and_train_on_a_dask_cli_cluster_survive_a_killed_worker(
     finally:
         stop(proc)
     if rc != 0:  # Dask normally re-runs the lost task on the other worker; if not, one line, then resume
-        assert rc == 2 and "error: " in _one_error_line(log.read_text()), log.read_text()[-3000:]
+        assert rc == 2 and "error: " in one_error_line(log.read_text()), log.read_text()[-3000:]
         rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert_same_views(url, resume_reference)
@@ -113,7 +107,7 @@ def test_unreachable_scheduler_is_one_cluster_error_in_export_and_training(
                  ["train-student", "--out", str(tmp_path / "run2"), "--store", tiny_store]):
         result = runner.invoke(app, [*args, "--scheduler", address, *cli_args(tiny_world)])
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-        assert _one_error_line(result.stderr).startswith(f"error: cannot reach the Dask scheduler at {address}")
+        assert one_error_line(result.stderr).startswith(f"error: cannot reach the Dask scheduler at {address}")
     assert not (tmp_path / "run2").exists()
 
 
@@ -139,7 +133,7 @@ def test_a_workers_user_error_is_one_line_and_worker_logs_go_to_a_file(tiny_worl
                              "--out", str(store), "--workers", "1",
                              *cli_args(world, [f"export.log_dir={logs}"])], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
-    line = _one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
     assert f"{lidar} holds" in line and "not a multiple of 5" in line
     assert "8787" not in result.stderr and "Compute Failed" not in result.stderr
     assert (logs / simdistill.cluster.WORKER_LOG_NAME).is_file()

@@ -21,7 +21,7 @@ from simdistill.interop.tapped_teacher import (
     tap_paths,
 )
 from simdistill.models import build_model
-from tests.fake_batch import make_fake_batch
+from helpers.fake_batch import make_fake_batch
 
 
 @pytest.fixture()

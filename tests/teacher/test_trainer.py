@@ -8,8 +8,8 @@ import torch
 from conftest import make_tiny_config
 
 from simdistill.evaluation.run import evaluate_run
+from simdistill.teacher.trainer import train_teacher
 from simdistill.training.checkpoint import load_checkpoint
-from simdistill.training.teacher_trainer import train_teacher
 
 
 def test_resume_matches_uninterrupted_and_checkpoint_is_safe(tiny_world, tmp_path):
