@@ -9,7 +9,10 @@ from simdistill.errors import ConfigError
 def test_demo_and_paper_configs_load():
     demo = load_config("demo")
     paper = load_config("nuscenes_swint")
-    assert demo.model.bev.grid_size == (64, 64)
+    assert demo.model.bev.grid_size == (48, 48)
+    fast = load_config("bench_fast")  # the demo is the fast benchmark's networks on a smaller world
+    assert (fast.model.bev, fast.model.head, fast.model.gcm) == (demo.model.bev, demo.model.head, demo.model.gcm)
+    assert demo.model.backbone.pretrained.startswith("builtin:") and fast.data.dev_scenes > 0
     assert paper.model.bev.grid_size == (180, 180)
     assert (paper.augment.final_height, paper.augment.final_width) == (256, 704)
     assert paper.model.bev.dbound == (1.0, 60.0, 0.5)

@@ -16,7 +16,7 @@ SHA = "a" * 64
 def tiny_cfg(*overrides: str) -> Config:
     """A 12 x 16 BEV grid (H != W catches transposes) with 4 / 6 / 5 channels."""
     return load_config(
-        "demo",
+        "bench",
         [
             "model.bev.xbound=[-8.0, 8.0, 1.0]",
             "model.bev.ybound=[-6.0, 6.0, 1.0]",

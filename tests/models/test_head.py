@@ -20,7 +20,7 @@ from simdistill.models.head import CenterHead, HeadTargets, fg_mask
 
 @pytest.fixture(scope="module")
 def cfg() -> Config:
-    return load_config("demo")  # 64x64 cells of 1.2 m over [-38.4, 38.4]
+    return load_config("bench")  # bench: 64x64 cells of 1.2 m over [-38.4, 38.4], the six CenterPoint tasks
 
 
 def make_head(cfg: Config) -> CenterHead:
@@ -95,7 +95,7 @@ def test_build_targets_rejects_bad_boxes(cfg: Config) -> None:
 
 
 def test_max_objs_caps_each_task(cfg: Config) -> None:
-    cfg2 = load_config("demo", ["model.head.max_objs=2"])
+    cfg2 = load_config("bench", ["model.head.max_objs=2"])
     head = make_head(cfg2)
     boxes = GT[[0, 0, 0]].clone()
     boxes[:, 0] = torch.tensor([-10.0, 0.0, 10.0])
@@ -145,7 +145,7 @@ def test_decode_threshold_nms_and_limit(cfg: Config) -> None:
     det = head.decode(heatmap, boxes)[0]
     assert det.labels.tolist() == [0, 0, 8]
     torch.testing.assert_close(det.scores, torch.sigmoid(torch.tensor([3.0, 1.5, 1.0])))
-    cfg1 = load_config("demo", ["model.head.max_detections=1"])
+    cfg1 = load_config("bench", ["model.head.max_detections=1"])
     assert CenterHead(16, cfg1.model.head, cfg1.model.bev).decode(heatmap, boxes)[0].labels.tolist() == [0]
 
 
@@ -173,7 +173,7 @@ def test_task_layout_mapping() -> None:
 def test_custom_task_order_targets_and_labels() -> None:
     tasks = ("[[pedestrian, traffic_cone], [motorcycle, bicycle], [barrier], [bus, trailer], "
              "[truck, construction_vehicle], [car]]")
-    cfg = load_config("demo", [f"model.head.tasks={tasks}", "model.head.nms_radius=[1,1,1,1,1,1]"])
+    cfg = load_config("bench", [f"model.head.tasks={tasks}", "model.head.nms_radius=[1,1,1,1,1,1]"])
     head = make_head(cfg)
     t = head.build_targets([GT[:1]], [LABELS[:1]])  # a car: last task, last heatmap channel
     assert t.mask[0, 5, 0] and t.heatmap[0, 9].eq(1).sum() == 1

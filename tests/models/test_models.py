@@ -50,7 +50,7 @@ def final_hw(cfg: Config) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def demo_cfg() -> Config:
-    return load_config("demo")
+    return load_config("bench")
 
 
 def check_shapes(out, cfg: Config, batch_size: int, kind: str) -> None:
@@ -116,11 +116,11 @@ def test_build_model_and_config_errors(demo_cfg: Config) -> None:
     with pytest.raises(ConfigError, match="teacher, simdistill, baseline"):
         build_model("bevdet", demo_cfg.model, final_hw(demo_cfg))
     model = build_model("baseline", demo_cfg.model, final_hw(demo_cfg))
-    wrong = make_fake_batch(load_config("demo", ["augment.final_height=64"]), 1, seed=0)
+    wrong = make_fake_batch(load_config("bench", ["augment.final_height=64"]), 1, seed=0)
     with pytest.raises(ConfigError, match="augment.final_height"):
         model(wrong)
     shallow = load_config(
-        "demo", ["model.backbone.stage_channels=[16]", "model.backbone.stage_blocks=[1]"]
+        "bench", ["model.backbone.stage_channels=[16]", "model.backbone.stage_blocks=[1]"]
     )
     with pytest.raises(ConfigError, match="feature_stride"):
         ImageBackbone(shallow.model.backbone)
@@ -128,7 +128,7 @@ def test_build_model_and_config_errors(demo_cfg: Config) -> None:
 
 @pytest.mark.parametrize("stride", [8, 16])
 def test_backbone_feature_stride(demo_cfg: Config, stride: int) -> None:
-    cfg = load_config("demo", [f"model.backbone.feature_stride={stride}"])
+    cfg = load_config("bench", [f"model.backbone.feature_stride={stride}"])
     feats = ImageBackbone(cfg.model.backbone)(torch.randn(2, 3, 96, 256))
     assert feats.shape == (2, cfg.model.backbone.neck_channels, 96 // stride, 256 // stride)
 
@@ -256,7 +256,7 @@ def test_pillar_features_and_scatter_max(demo_cfg: Config) -> None:
 
 
 def test_tiny_teacher_overfits_two_samples() -> None:
-    cfg = load_config("demo", TINY)
+    cfg = load_config("bench", TINY)
     batch = make_fake_batch(cfg, 2, seed=1)
     torch.manual_seed(0)
     model = build_model("teacher", cfg.model, final_hw(cfg))
