@@ -128,7 +128,8 @@ def diagnostics(records: list[dict[str, Any]], workdir: Path) -> list[str]:
 
 
 def _header(title: str, command: str, commit: str, config: str, split_note: str) -> list[str]:
-    return [f"# {title}", "", f"Last command: `{command}`  ", f"Commit: `{commit}`  ",
+    return [f"# {title}", "", f"Last command: `{command}`  ", f"Report written at commit: `{commit}` (each run's "
+            "training commit: `trained_at_commit` in verdict.json)  ",
             f"Config: `{config}`; CPU, {os.cpu_count()} cores, one torch thread per run, two runs side by side. "
             f"Metrics: nuScenes devkit (detection_cvpr_2019) on {split_note}. Wall time per training subprocess, its "
             "learning-curve evaluations included. `moved` = how much mAP still changed over the last quarter of the "
@@ -194,7 +195,7 @@ def write_all(records: list[dict[str, Any]], teacher: dict[str, Any], *, out_dir
     (out_dir / "verdict.md").write_text(text + "\n")
     keep = ("protocol", "row", "split", "seed", "mAP", "NDS", "steps", "wall_seconds", "peak_rss_mb", "variant",
             "losses", "sets")
-    runs = [{k: r[k] for k in keep} | {"mATE": r["metrics"]["mATE"], "mAOE": r["metrics"]["mAOE"],
+    runs = [{k: r[k] for k in keep} | {"trained_at_commit": r.get("commit", "not recorded"),"mATE": r["metrics"]["mATE"], "mAOE": r["metrics"]["mAOE"],
                                        "mAVE": r["metrics"]["mAVE"]} for r in records]
     (out_dir / "verdict.json").write_text(json.dumps({"commit": commit, "command": command, "config": cfg_name,
                                                       "teacher": {k: teacher[k] for k in ("mAP", "NDS")},

@@ -184,11 +184,16 @@ def train_row(r: dict[str, Any], *, config: Path, overrides: list[str], workdir:
     log_lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     metrics = json.loads((out / "metrics.json").read_text())
     record = {**r, "mAP": metrics["mAP"], "NDS": metrics["NDS"], "steps": log_lines[-1]["step"], "metrics": metrics,
+              "commit": _commit(),
               "wall_seconds": wall, "train_seconds": sum(x["step_seconds"] for x in log_lines), "peak_rss_mb": rss,
               "run_dir": str(out.relative_to(workdir))}
     result_file.write_text(json.dumps(record, indent=2))
     log(f"{name}: NDS {record['NDS']:.4f} mAP {record['mAP']:.4f} in {wall / 60:.1f} min")
     return record
+
+
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
 
 
 def finished_rows(workdir: Path) -> list[dict[str, Any]]:
@@ -247,11 +252,11 @@ def main() -> None:
                             workdir=args.workdir, teacher=teacher, store=store) for r in unique]
         for job in jobs:
             job.result()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
+    commit = _commit()
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
     records = finished_rows(args.workdir)
     figures = report.write_all(records, teacher_metrics, out_dir=args.results, workdir=args.workdir,
-                               command=command.strip(), commit=commit.strip(), config=args.config, repo=REPO)
+                               command=command.strip(), commit=commit, config=args.config, repo=REPO)
     figures["total_seconds_this_invocation"] = time.time() - t0
     print((args.results / "factorial.md").read_text())
     print((args.results / "verdict.md").read_text())

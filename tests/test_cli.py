@@ -31,7 +31,7 @@ def test_each_command_help(cmd):
 
 @pytest.mark.parametrize(("cmd", "words"), [
     ("train-student", ["distill.losses; imd,cmd,mmd_f,mmd_p in demo", "student_train.variant; simdistill in demo"]),
-    ("export-teacher", ["export.views_per_sample; 2 in demo", "export.workers; 1 in demo"]),
+    ("export-teacher", ["export.views_per_sample; 1 in demo", "export.workers; 1 in demo"]),
     ("make-demo-data", ["world.scenes; 10 in demo"]),
 ])
 def test_help_names_defaults_that_come_from_the_config(cmd, words):

@@ -9,7 +9,7 @@ import torch
 from conftest import make_tiny_config
 
 from simdistill.evaluation.run import evaluate_run
-from simdistill.training.teacher_trainer import train_teacher
+from simdistill.teacher.trainer import train_teacher
 
 
 def _tensors(tree, prefix: str = ""):
