@@ -125,6 +125,18 @@ CASES: list[Case] = [
      ("world.scenes",), ("v1.0-trainval",)),
     ("demo-data-unknown-key", lambda c: ["make-demo-data", str(c.tmp / "w"), "--set", "world.bogus=1"],
      ("unknown config key 'world.bogus'",), ("valid keys",)),
+    # pretrain-backbone
+    ("pretrain-missing-dataroot", lambda c: ["pretrain-backbone", "--out", c.run, "--set",
+                                             f"data.dataroot={c.tmp}/nope"],
+     ("nope does not exist",), ("make-demo-data",)),
+    ("pretrain-dev-split-too-large", lambda c: ["pretrain-backbone", "--out", c.run, *c.cfg("data.dev_scenes=3")],
+     ("dev split of 3 scene(s)",), ("set data.dev_scenes",)),
+    ("teacher-missing-pretrained-backbone", lambda c: ["train-teacher", "--out", c.run,
+                                                       *c.cfg(f"model.backbone.pretrained={c.tmp}/none.pt")],
+     ("none.pt' does not exist",), ("pretrain-backbone",)),
+    ("student-unshipped-builtin-backbone", lambda c: ["train-student", "--out", c.run, "--losses", "none",
+                                                      *c.cfg("model.backbone.pretrained=builtin:nope")],
+     ("'builtin:nope' is not shipped",), ("builtin:synthetic_tiny_resnet",)),
     # train-teacher
     ("teacher-unknown-key", lambda c: ["train-teacher", "--out", c.run, *c.cfg("model.channels.bogus=1")],
      ("model.channels.bogus",), ("valid keys",)),
