@@ -22,15 +22,15 @@ from simdistill.models.pretrained import BACKBONE_FILE, init_backbone, save_back
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sample import Batch
 from simdistill.pipeline.sources import open_data_source
-from simdistill.training.fit import FitResult, RunSpec, StepHook, fit
 from simdistill.training.augmented_steps import AugmentedSteps
+from simdistill.training.fit import FitResult, RunSpec, StepHook, fit, unwrap
+
 
 def _terms_fn(cfg: Config):  # noqa: ANN202 - a TermsFn
     def terms(model: nn.Module, batch: Batch, targets: Any) -> dict[str, torch.Tensor]:
-        inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         images = batch.images.flatten(0, 1)  # [B*N, 3, H, W]
         heatmap, box = model(images)
-        wanted = build_targets_2d(batch.to("cpu"), len(CLASS_NAMES), inner.feature_stride,
+        wanted = build_targets_2d(batch.to("cpu"), len(CLASS_NAMES), unwrap(model).feature_stride,
                                   min_box_pixels=cfg.pretrain.min_box_pixels)  # targets on the CPU
         return detection_2d_terms(heatmap, box, wanted, box_weight=cfg.pretrain.box_weight)
 
@@ -40,7 +40,7 @@ def _terms_fn(cfg: Config):  # noqa: ANN202 - a TermsFn
 def pretrain_backbone(cfg: Config, *, out_dir: Path, resume: bool = True, progress: bool = True,
                       stop_after: int | None = None, hooks: Sequence[StepHook] = ()) -> FitResult:
     """Train (or resume) the 2D detector on the train split; writes out_dir/{last.pt, detector2d.pt,
-    backbone.pt, train_log.jsonl}. The LiDAR is not read (one sweep is loaded for the boxes' frame only)."""
+    backbone.pt, train_log.jsonl}. Only the key frame's LiDAR is loaded (its frame places the boxes); no sweeps."""
     data = dataclasses.replace(cfg.data, sweeps=1)
     builder = ViewBuilder.for_config(open_data_source(data, "train"), cfg, train=True)
     run = RunSpec(kind="detector2d", cfg=cfg, train=cfg.pretrain, out_dir=Path(out_dir), final_name="detector2d.pt",
