@@ -184,7 +184,7 @@ def explanation(workdir: Path, store: str) -> str:
         "velocity, attribute). Both from the real nuscenes-devkit on the synthetic val split; higher is better.",
         "The teacher sees LiDAR and cameras; both students see cameras only. SimDistill learned from the teacher's",
         "cached BEV features and predictions; the baseline from the ground truth alone. One seed on a small world:",
-        "docs/results.md has the seeded benchmark that says whether the gap is real.",
+        "docs/results.md has the longer benchmark and how far its seeded verdict has got.",
         "",
         f"plots: {workdir}/comparison.png, {workdir}/*/eval/bev_*.png, {workdir}/*/eval/loss_curves.png",
         f"store: {store}   (simdistill store info {store})",
