@@ -172,24 +172,38 @@ def train_row(r: dict[str, Any], *, config: Path, overrides: list[str], workdir:
     out = workdir / "runs" / run_dir_name(r)
     result_file = out / "row.json"
     name = f"{r['protocol']} {r['split']} {r['row']} (seed {r['seed']})"
-    if result_file.exists():
-        log(f"{name}: done before, reused")
-        return json.loads(result_file.read_text())
     extra = ["--online-teacher", str(teacher)] if r["extra"] == ["--online-teacher"] else list(r["extra"])
+    settings = cli(config, overrides + [f"seed={r['seed']}"] + r["sets"])
+    if result_file.exists():
+        done = json.loads(result_file.read_text())
+        check_same_settings(name, done.get("settings"), settings, workdir)
+        log(f"{name}: done before, reused")
+        return done
     cmd = [sys.executable, "-m", "simdistill", "train-student", "--out", str(out), "--store", store,
-           "--variant", r["variant"], "--losses", r["losses"], *extra,
-           *cli(config, overrides + [f"seed={r['seed']}"] + r["sets"])]
+           "--variant", r["variant"], "--losses", r["losses"], *extra, *settings]
     log(f"{name}: training")
     wall, rss = run_measured(cmd, out.parent / f"{out.name}.log")
     log_lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     metrics = json.loads((out / "metrics.json").read_text())
-    record = {**r, "mAP": metrics["mAP"], "NDS": metrics["NDS"], "steps": log_lines[-1]["step"], "metrics": metrics,
+    record = {**r, "settings": settings, "mAP": metrics["mAP"], "NDS": metrics["NDS"], "steps": log_lines[-1]["step"], "metrics": metrics,
               "commit": _commit(),
               "wall_seconds": wall, "train_seconds": sum(x["step_seconds"] for x in log_lines), "peak_rss_mb": rss,
               "run_dir": str(out.relative_to(workdir))}
     result_file.write_text(json.dumps(record, indent=2))
     log(f"{name}: NDS {record['NDS']:.4f} mAP {record['mAP']:.4f} in {wall / 60:.1f} min")
     return record
+
+
+def check_same_settings(name: str, stored: list[str] | None, wanted: list[str], workdir: Path) -> None:
+    """A finished row is reused only if it was trained with the same config file and overrides (the thread count
+    aside: it does not change a single-thread row's result), so a changed schedule never mixes into old rows."""
+    def comparable(args: list[str]) -> list[str]:
+        return [a for a in args if not a.startswith("threads=")]
+
+    if stored is not None and comparable(stored) != comparable(wanted):
+        diff = sorted(set(comparable(wanted)) ^ set(comparable(stored)))
+        raise SystemExit(f"error: {name} in {workdir} was trained with other settings ({', '.join(diff[:4])}); "
+                         "use another --workdir for the new settings (the world, teacher and store can be linked)")
 
 
 def _commit() -> str:
