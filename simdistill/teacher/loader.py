@@ -18,11 +18,19 @@ from simdistill.models import build_model
 from simdistill.training.checkpoint import file_sha256, load_checkpoint
 
 
+def _architecture(model: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The model config without the image backbone's initialisation: where the pretrained weights were read from
+    does not change the network a checkpoint holds (a moved or linked benchmark folder must still export)."""
+    if not isinstance(model, dict) or not isinstance(model.get("backbone"), dict):
+        return model
+    return {**model, "backbone": {k: v for k, v in model["backbone"].items() if k != "pretrained"}}
+
+
 def check_teacher_checkpoint(cfg: Config, checkpoint: Path) -> dict[str, Any]:
     """The checkpoint must be a teacher whose architecture matches cfg.model (a clear error otherwise)."""
     payload = load_checkpoint(checkpoint, expect_kind="teacher")
-    theirs = payload["config"].get("model")
-    ours = config_to_dict(cfg.model)
+    theirs = _architecture(payload["config"].get("model"))
+    ours = _architecture(config_to_dict(cfg.model))
     if theirs != ours:
         key, mine, stored = first_difference(ours, theirs, "model") or ("model", ours, theirs)
         diff = f"{key}: config {mine!r} vs checkpoint {stored!r}"
