@@ -137,7 +137,7 @@ def prepare(config: Path, workdir: Path, overrides: list[str]) -> tuple[list[str
     from simdistill.training.backbone_pretrain import pretrain_backbone
     from simdistill.teacher.trainer import train_teacher
 
-    dataroot = workdir / "data"
+    dataroot = (workdir / "data").resolve()  # resolved: a workdir may link another's world, teacher and store
     cfg = load_config(config, overrides)
     overrides = overrides + [f"data.dataroot={dataroot}", f"data.version={cfg.world.version}"]
     cfg = load_config(config, overrides)
@@ -149,19 +149,19 @@ def prepare(config: Path, workdir: Path, overrides: list[str]) -> tuple[list[str
         marker.write_text(wanted)
 
     _stage("world", marker.exists() and marker.read_text() == wanted, world)
-    backbone = workdir / "pretrain" / "backbone.pt"
+    backbone = (workdir / "pretrain").resolve() / "backbone.pt"
     _stage("pretrain-backbone", backbone.exists(), lambda: pretrain_backbone(cfg, out_dir=backbone.parent,
                                                                              progress=False))
     overrides = overrides + [f"model.backbone.pretrained={backbone}"]
     cfg = load_config(config, overrides)
-    teacher_dir = workdir / "teacher"
+    teacher_dir = (workdir / "teacher").resolve()
 
     def teacher() -> None:
         result = train_teacher(cfg, out_dir=teacher_dir, progress=False)
         evaluate_run(result.model, cfg, teacher_dir, split="val")
 
     _stage("teacher", (teacher_dir / "teacher.pt").exists() and (teacher_dir / "metrics.json").exists(), teacher)
-    store = str(workdir / "teacher_store.zarr")
+    store = str((workdir / "teacher_store.zarr").resolve())
     log("export: running (resumes; finished views are skipped)")
     export_teacher(cfg, checkpoint=teacher_dir / "teacher.pt", out=store, progress=False)
     return overrides, teacher_dir / "teacher.pt", store, json.loads((teacher_dir / "metrics.json").read_text())
