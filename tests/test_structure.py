@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("training",),
     ("feature_store",),
+    ("data",),
     ("interop",),
     ("teacher",),
     ("teacher_export",),
@@ -27,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 """Bottom to top: a module may import its own layer and the layers below it, never one above (docs/design.md, "Layout":
 pipeline → models → training below the trainers; the store library below the exporter that writes it and the
-student that reads it; the teacher (trained, loaded, its outputs as store arrays) below the stage that exports it
+student that reads it; the public data interface over the store (`data`) above the store and the pipeline it joins; the teacher (trained, loaded, its outputs as store arrays) below the stage that exports it
 and the student that may run it online; evaluation after training; the commands on top)."""
 
 
@@ -175,7 +176,10 @@ def test_no_module_touches_fsspec_global_config() -> None:
                        + "\n".join(found))
 
 
-LIBRARY_IMPORTS: dict[str, set[str]] = {"feature_store": {"feature_store", "config", "errors", "cluster"}}
+LIBRARY_IMPORTS: dict[str, set[str]] = {
+    "feature_store": {"feature_store", "config", "errors", "cluster"},
+    "data": {"data", "feature_store", "pipeline", "config", "errors"},  # a user's student loop: no models, no trainer
+}
 """Units that are libraries, and the only project units they may import: the store knows its own format, not the
 experiment (DESIGN.md §5; a stage translates its config at the boundary)."""
 

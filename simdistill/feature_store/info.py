@@ -84,7 +84,7 @@ class StoreInfo:
 
 def store_info(url: StoreLike) -> StoreInfo:
     """Summarise a store: provenance, progress, mode and per-array sizes."""
-    reader = open_store(url)
+    reader = open_store(url, any_version=True)
     a = reader.attrs
     n_done = int(reader.done_views().sum())
     info = StoreInfo(

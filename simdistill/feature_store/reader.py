@@ -184,14 +184,34 @@ def check_compatible(url: str, attrs: dict[str, Any], layout: StoreLayout) -> No
             )
 
 
+def check_schema_version(url: str, attrs: dict[str, Any]) -> None:
+    """StoreError unless the store has this simdistill's SCHEMA_VERSION: an older one is re-exported, a newer one
+    needs a newer simdistill (no version reads another's stores; the message says which way to go)."""
+    stored = attrs.get("schema_version")
+    if stored == SCHEMA_VERSION:
+        return
+    if not isinstance(stored, int):
+        raise StoreError(f"store {url} has no usable schema_version ({stored!r}), this simdistill expects "
+                         f"{SCHEMA_VERSION}; it is not a complete simdistill feature store: re-export it")
+    fix = ("re-export it with this simdistill (`simdistill export-teacher ... --overwrite`)" if stored < SCHEMA_VERSION
+           else "upgrade simdistill to read it")
+    raise StoreError(f"store {url} has schema_version {stored}, this simdistill expects {SCHEMA_VERSION}; {fix}")
+
+
 def open_store(
     url: StoreLike,
     *,
     expect: StoreLayout | None = None,
     arrays: list[str] | None = None,
+    any_version: bool = False,
 ) -> FeatureStoreReader:
-    """Open a store for reading; `expect` checks compatibility (a student's layout), `arrays` checks they exist."""
+    """Open a store for reading; `expect` checks compatibility (a student's layout), `arrays` checks they exist.
+
+    A store of another schema version is refused (`check_schema_version`); `any_version=True` opens it anyway, for
+    the tools that only inspect and report (`store info`, `store verify`)."""
     reader = FeatureStoreReader(url, open_group(url, mode="r"))
+    if not any_version:
+        check_schema_version(reader.url, reader.attrs)
     if expect is not None:
         check_compatible(reader.url, reader.attrs, expect)
     if arrays is not None:

@@ -106,18 +106,8 @@ class AugParams:
         b = 5 * n_cams
         rot, scale, tx, ty, tz, fx, fy = vals[b : b + 7]
         sweeps = tuple(x > 0.5 for x in vals[b + 7 : b + 7 + n_sweeps])
-        return cls(
-            cams=tuple(cams),
-            bev_rot=rot,
-            bev_scale=scale,
-            bev_tx=tx,
-            bev_ty=ty,
-            bev_tz=tz,
-            bev_flip_x=fx > 0.5,
-            bev_flip_y=fy > 0.5,
-            sweeps=sweeps,
-            seed=int(vals[-1]),
-        )
+        return cls(cams=tuple(cams), bev_rot=rot, bev_scale=scale, bev_tx=tx, bev_ty=ty, bev_tz=tz,
+                   bev_flip_x=fx > 0.5, bev_flip_y=fy > 0.5, sweeps=sweeps, seed=int(vals[-1]))
 
     def replace(self, **changes: object) -> "AugParams":
         return dataclasses.replace(self, **changes)
@@ -225,12 +215,17 @@ def lidar_aug_matrix(params: AugParams) -> np.ndarray:
     return flip @ mat
 
 
-def _augment_image(image: np.ndarray, affine: np.ndarray, final_hw: tuple[int, int]) -> np.ndarray:
-    """uint8 [H_raw, W_raw, 3] -> normalised float32 [3, H, W]."""
+def warp_image(image: np.ndarray, affine: np.ndarray, final_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 [H_raw, W_raw, 3] -> uint8 [H, W, 3] through one raw -> augmented pixel affine (zeros outside); public
+    so that a foreign pipeline (the mmdet3d transform in `interop`) warps exactly as a stored view was."""
     f_h, f_w = final_hw
-    warped = cv2.warpAffine(
+    return cv2.warpAffine(
         image, affine[:2], (f_w, f_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )  # [H, W, 3] uint8
+    )
+
+
+def normalize_image(warped: np.ndarray) -> np.ndarray:
+    """uint8 (or 0-255 float) [H, W, 3] RGB -> ImageNet-normalised float32 [3, H, W] (what the networks take)."""
     out = (warped.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
@@ -258,7 +253,7 @@ def augment(sample: Sample, params: AugParams, policy: AugmentConfig, *, max_poi
     aug_mats = np.empty((n_cam, 4, 4), dtype=np.float32)
     for k, cam in enumerate(params.cams):
         aff = image_affine(cam, final_hw)
-        images[k] = _augment_image(sample.images[k], aff, final_hw)
+        images[k] = normalize_image(warp_image(sample.images[k], aff, final_hw))  # [3, H, W]
         aug_mats[k] = img_aug_matrix(cam, final_hw)
 
     bev = lidar_aug_matrix(params)

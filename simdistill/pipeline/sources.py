@@ -35,3 +35,14 @@ def open_data_source(data: DataConfig, split: str, *, drop_empty_boxes: bool = T
             "set data.version to match or point data.infos_train/infos_val at the right files"
         )
     return source
+
+
+def check_data_files(source: DataSource, *, needed_by: str = "the export") -> None:
+    """DataError naming the first missing input file and how many are missing (before any view is built)."""
+    missing = source.missing_files(range(len(source)))
+    if missing:
+        raise DataError(
+            f"{len(missing)} input file(s) of {needed_by} are missing from dataroot {source.dataroot}, the first is "
+            f"{missing[0]}; restore them (re-extract nuScenes, or re-run `simdistill make-demo-data`) or point "
+            "data.dataroot at a complete copy"
+        )

@@ -62,20 +62,32 @@ def plan_views(cfg: Config, builder: ViewBuilder) -> ViewPlan:
     return ViewPlan(params=params_arr, sample_index=sample_index, views_per_sample=k)
 
 
+def epoch_view_ids(n_samples: int, views_per_sample: int, *, seed: int, epoch: int) -> np.ndarray:
+    """[n_samples] view ids: one view per sample (seeded choice among its K views), shuffled by view.
+
+    A function of the counts alone, so a sampler that knows only the store's shape draws what the trainer draws."""
+    rng = np.random.default_rng([seed, epoch, 0x57D])
+    k = views_per_sample
+    chosen = np.arange(n_samples) * k + rng.integers(0, k, size=n_samples)
+    return chosen[rng.permutation(n_samples)]
+
+
 def epoch_views(plan: ViewPlan, *, seed: int, epoch: int) -> np.ndarray:
     """One view per sample (seeded choice among its K views), shuffled by view."""
-    rng = np.random.default_rng([seed, epoch, 0x57D])
-    k = plan.views_per_sample
-    chosen = np.arange(plan.n_samples) * k + rng.integers(0, k, size=plan.n_samples)
-    return chosen[rng.permutation(plan.n_samples)]
+    return epoch_view_ids(plan.n_samples, plan.views_per_sample, seed=seed, epoch=epoch)
+
+
+def rank_share(views: np.ndarray, *, rank: int, world: int) -> np.ndarray:
+    """This rank's contiguous share of an epoch's views; every rank gets len // world (the rest is dropped), so
+    all ranks take the same number of steps."""
+    per_rank = len(views) // world
+    return views[rank * per_rank:(rank + 1) * per_rank]
 
 
 def epoch_batches(plan: ViewPlan, *, seed: int, epoch: int, batch_size: int, rank: int = 0,
                   world: int = 1) -> list[list[int]]:
     """This rank's batches of view ids for one epoch (disjoint across ranks, full batches only)."""
-    views = epoch_views(plan, seed=seed, epoch=epoch)
-    per_rank = len(views) // world
-    mine = views[rank * per_rank:(rank + 1) * per_rank]
+    mine = rank_share(epoch_views(plan, seed=seed, epoch=epoch), rank=rank, world=world)
     n = len(mine) // batch_size
     return [mine[b * batch_size:(b + 1) * batch_size].tolist() for b in range(n)]
 

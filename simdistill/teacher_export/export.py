@@ -21,11 +21,10 @@ from distributed import as_completed
 
 from simdistill.cluster import connect, local_cluster, quiet_task, task_result
 from simdistill.config import Config, config_to_dict
-from simdistill.errors import DataError
 from simdistill.feature_store import StoreAttrs, StoreLayout, create_or_resume_store
 from simdistill.feature_store.storage import local_root, probe_remote, store_url
 from simdistill.pipeline.augment import AugParams, ViewBuilder
-from simdistill.pipeline.sources import DataSource, open_data_source
+from simdistill.pipeline.sources import DataSource, check_data_files, open_data_source
 from simdistill.pipeline.view_plan import ViewPlan, plan_views
 from simdistill.teacher.loader import describe_teacher
 from simdistill.teacher_export.task import run_export_task
@@ -65,17 +64,6 @@ def worker_log_dir(cfg: Config, out: str) -> Path:
         return Path(cfg.export.log_dir)
     root = local_root(out)
     return root.parent / f"{root.name}.logs" if root is not None else Path("simdistill-logs")
-
-
-def check_data_files(source: DataSource) -> None:
-    """DataError naming the first missing input file and how many are missing, before any worker starts."""
-    missing = source.missing_files(range(len(source)))
-    if missing:
-        raise DataError(
-            f"{len(missing)} input file(s) of the export are missing from dataroot {source.dataroot}, the first is "
-            f"{missing[0]}; restore them (re-extract nuScenes, or re-run `simdistill make-demo-data`) or point "
-            "data.dataroot at a complete copy"
-        )
 
 
 def _store_attrs(cfg: Config, teacher: dict[str, Any], source: DataSource, builder: ViewBuilder,

@@ -76,6 +76,19 @@ def test_reader_refuses_other_schema_or_classes(tmp_path: Path, cfg: Config, key
     assert (f"expects {SCHEMA_VERSION}" in msg) if key == "schema_version" else ("'traffic_cone'" in msg)
 
 
+@pytest.mark.parametrize(("version", "fix"), [(SCHEMA_VERSION + 1, "upgrade simdistill to read it"),
+                                             (SCHEMA_VERSION - 1, "re-export it with this simdistill"),
+                                             (None, "no usable schema_version")])
+def test_reader_opens_only_its_own_schema_version(tmp_path: Path, cfg: Config, version: object, fix: str) -> None:
+    url = tmp_path / "s.zarr"
+    write_store(url, cfg, views=1)
+    zarr.open_group(LocalStore(url), mode="r+").attrs["schema_version"] = version
+    with pytest.raises(StoreError) as info:
+        open_store(url)  # no layout to compare: the version alone is checked
+    assert fix in str(info.value) and f"expects {SCHEMA_VERSION}" in str(info.value) and "\n" not in str(info.value)
+    assert open_store(url, any_version=True).n_views == N_VIEWS  # what `store info` and `store verify` use
+
+
 def test_corrupted_chunk_is_reported_by_read_and_verify(tmp_path: Path, cfg: Config) -> None:
     url = tmp_path / "s.zarr"
     tvs = write_store(url, cfg)
