@@ -137,11 +137,38 @@ def train_teacher_cmd(out: RunOut, config: ConfigOpt = None, set_: SetOpt = None
     _finish_run(result, cfg, out, evaluate)
 
 
+# The options that choose the teacher of export-teacher (docs/mmdet3d.md, docs/own-teacher.md).
+TeacherOpt = Annotated[
+    Optional[str],
+    typer.Option(help="simdistill (a train-teacher checkpoint), mmdet3d (an mmdetection3d detector, tapped; needs "
+                 "the mmdet3d extra, see docs/mmdet3d.md) or python (any torch module your --teacher-factory builds, "
+                 "see docs/own-teacher.md). " + config_default("export.teacher")),
+]
+TeacherFactoryOpt = Annotated[
+    Optional[str],
+    typer.Option(help="With --teacher python: MODULE:FUNCTION or FILE.py:FUNCTION, called as "
+                 "FUNCTION(model_cfg, checkpoint_path); it returns the teacher module."),
+]
+TeacherConfigOpt = Annotated[
+    Optional[Path], typer.Option(help="With --teacher mmdet3d: the detector's mmdet3d model config (.py).")
+]
+TapFamilyOpt = Annotated[
+    Optional[str], typer.Option(help="With --teacher mmdet3d: the detector's module layout, bevfusion (a CenterHead) "
+                                "or bevfusion-transfusion (a TransFusionHead). " + config_default("export.tap_family"))
+]
+TapOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(help="With --teacher mmdet3d, repeatable: tap a map at another module, NAME=module.path "
+                 "(NAME: cam_bev, lidar_bev, fused_bev, head)."),
+]
+
+
 @app.command("export-teacher")
 @user_errors
 def export_teacher_cmd(
     checkpoint: Annotated[
-        Path, typer.Option("--checkpoint", "-t", help="Teacher checkpoint: from train-teacher, or an mmdet3d .pth.")
+        Path, typer.Option("--checkpoint", "-t", help="Teacher checkpoint: from train-teacher, an mmdet3d .pth, or "
+                           "the file a --teacher-factory reads.")
     ],
     out: Annotated[str, typer.Option("--out", "-o", help="Store path or fsspec URL (file://…, s3://…).")],
     config: ConfigOpt = None,
@@ -158,37 +185,27 @@ def export_teacher_cmd(
         Optional[str], typer.Option(help="Which split to export: train or val. " + config_default("export.split"))
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a store written with another config/teacher.")] = False,
-    teacher: Annotated[
-        Optional[str],
-        typer.Option(help="simdistill (a train-teacher checkpoint) or mmdet3d (an mmdetection3d detector, tapped; "
-                     "needs the mmdet3d extra, see docs/mmdet3d.md). " + config_default("export.teacher")),
-    ] = None,
-    teacher_config: Annotated[
-        Optional[Path], typer.Option(help="With --teacher mmdet3d: the detector's mmdet3d model config (.py).")
-    ] = None,
-    tap_family: Annotated[
-        Optional[str], typer.Option(help="With --teacher mmdet3d: the detector's module layout. "
-                                     + config_default("export.tap_family"))
-    ] = None,
-    tap: Annotated[
-        Optional[list[str]],
-        typer.Option(help="With --teacher mmdet3d, repeatable: tap a map at another module, NAME=module.path "
-                     "(NAME: cam_bev, lidar_bev, fused_bev, head)."),
-    ] = None,
+    teacher: TeacherOpt = None,
+    teacher_factory: TeacherFactoryOpt = None,
+    teacher_config: TeacherConfigOpt = None,
+    tap_family: TapFamilyOpt = None,
+    tap: TapOpt = None,
 ) -> None:
     """Run the teacher once over the dataset and write its BEV features and predictions to a Zarr store.
 
-    Re-running the same command resumes: finished views are skipped. With --teacher mmdet3d, any
-    mmdetection3d BEVFusion-layout detector with a CenterHead fills the same store: its camera, LiDAR and
-    fused BEV maps and head outputs are read by forward hooks on the modules of its family (--tap-family),
-    and must have the shapes the simdistill config describes (model.channels, model.bev, model.head.tasks).
+    Re-running the same command resumes: finished views are skipped. With --teacher mmdet3d, an
+    mmdetection3d BEVFusion-layout detector (with a CenterHead, or a TransFusionHead with --tap-family
+    bevfusion-transfusion) fills the same store: its camera, LiDAR and fused BEV maps and head outputs are read by
+    forward hooks on the modules of its family, and must have the shapes the simdistill config describes
+    (model.channels, model.bev, model.head.tasks). With --teacher python, any torch module does, built by your
+    --teacher-factory and returning those maps.
     """
     from simdistill.teacher_export.export import export_teacher
 
     cfg = load_cli_config(config, set_)
     chosen = {"teacher": teacher, "teacher_config": None if teacher_config is None else str(teacher_config),
-              "tap_family": tap_family, "taps": tuple(tap) if tap else None, "views_per_sample": views_per_sample,
-              "workers": workers, "split": split}
+              "teacher_factory": teacher_factory, "tap_family": tap_family, "taps": tuple(tap) if tap else None,
+              "views_per_sample": views_per_sample, "workers": workers, "split": split}
     for key, value in chosen.items():
         if value is not None:
             setattr(cfg.export, key, value)

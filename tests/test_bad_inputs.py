@@ -24,6 +24,7 @@ from simdistill.cli import app
 from simdistill.cli_store import store_app
 
 runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_teacher.py"  # a python teacher's factory file
 
 
 class Ctx:
@@ -174,6 +175,11 @@ CASES: list[Case] = [
      ("valid splits",)),
     ("export-tap-without-mmdet3d", lambda c: export(c, "--tap", "cam_bev=x", *c.cfg()), ("--tap",),
      ("add --teacher mmdet3d",)),
+    ("export-teacher-factory-without-python", lambda c: export(c, "--teacher-factory", "pkg.mod:make", *c.cfg()),
+     ("--teacher-factory applies to a python teacher",), ("add --teacher python",)),
+    ("export-python-teacher-factory-not-there", lambda c: export(c, "--teacher", "python", "--teacher-factory",
+                                                                 f"{EXAMPLE}:make_teachr", *c.cfg()),
+     ("has no 'make_teachr'",), ("name the function that builds the teacher",)),
     ("export-store-locked", lambda c: export(c, *c.cfg(), out=c.locked_store),
      ("is being written by pid 1",), ("wait for it or remove",)),
     ("export-credential-in-config", lambda c: export(c, *c.cfg("storage_options.s3.secret=x")),

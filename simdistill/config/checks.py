@@ -182,13 +182,23 @@ def _validate_tasks(cfg: Config) -> None:
         raise ConfigError("model.head.nms_radius needs one radius per task")
 
 
+TEACHER_KINDS: tuple[str, ...] = ("simdistill", "mmdet3d", "python")
+"""What `export.teacher` may name (simdistill.teacher.loader builds each)."""
+
+
 def _validate_export(cfg: Config) -> None:
-    if cfg.export.teacher not in ("simdistill", "mmdet3d"):
-        raise ConfigError(f"export.teacher '{cfg.export.teacher}' is unknown; use simdistill or mmdet3d")
-    if cfg.export.teacher == "simdistill" and (cfg.export.taps or cfg.export.teacher_config):
+    ex = cfg.export
+    if ex.teacher not in TEACHER_KINDS:
+        raise ConfigError(f"export.teacher '{ex.teacher}' is unknown; use {', '.join(TEACHER_KINDS)}")
+    if ex.teacher != "mmdet3d" and (ex.taps or ex.teacher_config):
         raise ConfigError("--tap and --teacher-config apply to an mmdet3d teacher; add --teacher mmdet3d or drop them")
-    if cfg.export.teacher == "mmdet3d" and not cfg.export.teacher_config:
+    if ex.teacher == "mmdet3d" and not ex.teacher_config:
         raise ConfigError("export.teacher is mmdet3d but no model config is given; pass --teacher-config CFG.py")
+    if ex.teacher != "python" and ex.teacher_factory:
+        raise ConfigError("--teacher-factory applies to a python teacher; add --teacher python or drop it")
+    if ex.teacher == "python" and ":" not in ex.teacher_factory:
+        raise ConfigError(f"export.teacher is python but export.teacher_factory is '{ex.teacher_factory}'; pass "
+                          "--teacher-factory MODULE:FUNCTION or FILE.py:FUNCTION")
 
 
 CREDENTIAL_KEYS = frozenset({

@@ -312,11 +312,17 @@ class ExportConfig:
     workers: int = 1
     threads_per_worker: int = 1
     write_queue: int = 4  # bounded queue between teacher forward and the writer thread
-    # Which teacher fills the store: "simdistill" (a train-teacher checkpoint) or "mmdet3d" (an mmdetection3d
-    # detector built from `teacher_config`, its BEV maps tapped by module path; needs simdistill[mmdet3d]).
+    # Which teacher fills the store: "simdistill" (a train-teacher checkpoint), "mmdet3d" (an mmdetection3d
+    # detector built from `teacher_config`, its BEV maps tapped by module path; needs simdistill[mmdet3d]) or
+    # "python" (any torch module that `teacher_factory` builds; docs/own-teacher.md).
     teacher: str = "simdistill"
     teacher_config: str = ""  # the mmdet3d model config (.py) when teacher = mmdet3d
-    tap_family: str = "bevfusion"  # module layout of the mmdet3d teacher (interop.tapped_teacher.FAMILIES)
+    # When teacher = python: "package.module:function" or "path/to/file.py:function", called in every export
+    # process as function(model_cfg, checkpoint_path) and returning the teacher module (docs/own-teacher.md).
+    teacher_factory: str = ""
+    # Module layout of the mmdet3d teacher (interop.tapped_teacher.FAMILIES): bevfusion (a CenterHead) or
+    # bevfusion-transfusion (projects/BEVFusion's TransFusionHead)
+    tap_family: str = "bevfusion"
     taps: tuple[str, ...] = ()  # per-map overrides NAME=module.path (cam_bev, lidar_bev, fused_bev, head)
     log_dir: str = ""  # local Dask workers' log folder; "" = STORE.logs beside a local store, else ./simdistill-logs
     dashboard: bool = False  # local cluster only: serve Dask's dashboard on 127.0.0.1:8787 (needs bokeh)

@@ -4,8 +4,9 @@
                                     aug_dim=P, attrs=StoreAttrs(...))
 
 What must match to resume is `simdistill.config.run_content(attrs.config, only=STORE_CONTENT)` (the same rule
-training resume uses) plus the teacher's sha256 and the dataset, augmentation policy, views per sample and aug
-layout the store records. Where the data or the checkpoint live, and how many workers export, may change.
+training resume uses) plus every sha256 the teacher records (checkpoint, mmdet3d config, python factory) and the
+dataset, augmentation policy, views per sample and aug layout the store records. Where the data or the checkpoint
+live, and how many workers export, may change.
 """
 
 from __future__ import annotations
@@ -197,7 +198,8 @@ def store_content(attrs: dict[str, Any]) -> dict[str, Any]:
     return {
         **run_content(attrs.get("config") or {}, only=STORE_CONTENT),
         "teacher.checkpoint_sha256": teacher.get("checkpoint_sha256"),
-        "teacher.mmdet3d_config_sha256": teacher.get("mmdet3d_config_sha256"),  # mmdet3d teachers only
+        # and any other sha256 a teacher records (an mmdet3d config's, a python teacher's factory)
+        **{f"teacher.{k}": v for k, v in teacher.items() if k.endswith("_sha256")},
         **{f"dataset.{k}": v for k, v in dataset.items()},
         **{k: attrs.get(k) for k in ("augmentation", "views_per_sample", "aug_layout")},
     }

@@ -1,9 +1,12 @@
-"""Interop with mmdetection3d, the optional extra `simdistill[mmdet3d]` (see docs/mmdet3d.md).
+"""Teachers we did not write: any torch module (docs/own-teacher.md) and mmdetection3d detectors, the optional extra
+`simdistill[mmdet3d]` (docs/mmdet3d.md).
 
-Nothing here is imported by the core package. `feature_tap`, `tapped_teacher` and `bevfusion_inputs` are
-plain PyTorch; `mmdet3d_teacher` (build a user's detector) and `mmdet3d_cpu_bevfusion` (a BEVFusion-layout
-detector that runs on the CPU) need mmdet3d and reach it through `require_mmdet3d`, which turns a missing
-install into a clear error. The mmdet3d info-file data source lives with the other sources in `pipeline/`.
+`teacher_outputs` (the five maps a teacher must return, and their shape checks), `python_teacher` (a user's
+module built by a factory spec), `feature_tap`, `tapped_teacher`, `transfusion` and `bevfusion_inputs` are plain
+PyTorch; `simdistill.teacher.loader` is the one place that picks among them. `mmdet3d_teacher` (build a user's
+detector) and `mmdet3d_cpu_bevfusion` (a BEVFusion-layout detector that runs on the CPU) need mmdet3d and reach
+it through `require_mmdet3d`, which turns a missing install into a clear error; nothing imports them unless the
+teacher is an mmdet3d one. The mmdet3d info-file data source lives with the other sources in `pipeline/`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Any detector as a simdistill teacher: run it, tap its BEV maps and head outputs by module path.
 
-`TappedTeacher` wraps a foreign model (an mmdetection3d BEVFusion with a CenterHead, typically) so that it
-returns the same `BEVOutputs` as our own teacher; export-teacher then writes the same store from it. What
-to tap and how to run the model is a *family* (one explicit table below); single paths can be overridden
-(`--tap cam_bev=some.module`). The head must be a CenterHead (mmdet3d's output: a tuple over tasks of
-lists over levels of dicts with reg/height/dim/rot/vel/heatmap), because the store's heatmap and box
-layout is CenterHead's; its tasks must equal the simdistill config's `model.head.tasks`.
+`TappedTeacher` wraps a foreign model (an mmdetection3d BEVFusion, typically) so that it returns the same
+`BEVOutputs` as our own teacher; export-teacher then writes the same store from it. What to tap, how to run the
+model, how its head's outputs become the store's heatmap and boxes, and whether its BEV maps are x-major is a
+*family* (one explicit table below); single paths can be overridden (`--tap cam_bev=some.module`).
+- `bevfusion`: a CenterHead (mmdet3d's output: a tuple over tasks of lists over levels of dicts with
+  reg/height/dim/rot/vel/heatmap), whose tasks must equal the simdistill config's `model.head.tasks`; the maps
+  are taken as they are.
+- `bevfusion-transfusion`: mmdet3d 1.x projects/BEVFusion with its TransFusionHead (simdistill.interop.transfusion):
+  the dense heatmap, and the query boxes written around their centres; the x-major maps are transposed.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from torch import nn
 from simdistill.config import ModelConfig
 from simdistill.errors import ConfigError
 from simdistill.interop.bevfusion_inputs import batch_to_bevfusion_inputs
-from simdistill.interop.feature_tap import FeatureTap
-from simdistill.models.head import BOX_CODE_SIZE, BRANCHES, CenterHead
+from simdistill.interop.feature_tap import FeatureTap, resolve_module
+from simdistill.interop.teacher_outputs import check_teacher_outputs
+from simdistill.interop.transfusion import TRANSFUSION_BOXES, transfusion_head_outputs
+from simdistill.models.head import BRANCHES, CenterHead
 from simdistill.models.outputs import BEVOutputs
 from simdistill.pipeline.sample import Batch
 
@@ -41,6 +46,11 @@ class TapFamily:
     paths: Mapping[str, str]  # TAP_NAMES -> module path in model.named_modules()
     to_inputs: Callable[[Batch], tuple[Any, Any]]  # Batch -> what `run` passes to the model
     run: Callable[[nn.Module, Any, Any], None]  # one forward through every tapped module
+    # (tapped head output, the head module, config) -> (heatmap logits [B, n_cls, H, W], boxes [B, T, 10, H, W]),
+    # rows = y, in the config's task order
+    head_outputs: Callable[[Any, nn.Module, ModelConfig], tuple[torch.Tensor, torch.Tensor]]
+    feature_rows: str = "y"  # "x": the tapped BEV maps are [B, C, X, Y] and are transposed to our [B, C, Y, X]
+    boxes: str = "dense"  # what the store's teacher.boxes attribute says of the boxes
 
 
 def _run_bevfusion(model: nn.Module, inputs: dict[str, Any], metas: list[dict[str, Any]]) -> None:
@@ -48,15 +58,39 @@ def _run_bevfusion(model: nn.Module, inputs: dict[str, Any], metas: list[dict[st
     model.bbox_head(feats)  # the head's raw outputs (tapped); no decoding
 
 
+def _run_bevfusion_transfusion(model: nn.Module, inputs: dict[str, Any], metas: list[dict[str, Any]]) -> None:
+    feats = model.extract_feat(inputs, metas)  # view_transform, pts_middle_encoder, fusion_layer, backbone, neck
+    model.bbox_head(feats, metas)  # TransFusionHead.forward(feats, metas): raw outputs, no decoding
+
+
+def _centerhead_head_outputs(preds: Any, head: nn.Module, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    return centerhead_outputs(preds, [len(t) for t in cfg.head.tasks])
+
+
 FAMILIES: dict[str, TapFamily] = {
     "bevfusion": TapFamily(
         name="bevfusion",
-        description="mmdetection3d 1.x BEVFusion layout (projects/BEVFusion) with a CenterHead as bbox_head: "
-        "cam_bev = vtransform, lidar_bev = pts_middle_encoder, fused_bev = fusion_layer",
+        description="BEVFusion's layout with a CenterHead as bbox_head: cam_bev = vtransform (mit-han-lab's name; "
+        "mmdetection3d's projects/BEVFusion has view_transform), lidar_bev = pts_middle_encoder, fused_bev = "
+        "fusion_layer, maps taken as rows = y",
         paths={"cam_bev": "vtransform", "lidar_bev": "pts_middle_encoder", "fused_bev": "fusion_layer",
                "head": "bbox_head"},
         to_inputs=batch_to_bevfusion_inputs,
         run=_run_bevfusion,
+        head_outputs=_centerhead_head_outputs,
+    ),
+    "bevfusion-transfusion": TapFamily(
+        name="bevfusion-transfusion",
+        description="mmdetection3d 1.x projects/BEVFusion with its TransFusionHead as bbox_head: cam_bev = "
+        "view_transform, lidar_bev = pts_middle_encoder, fused_bev = fusion_layer (x-major maps, transposed); "
+        "heatmap = the head's dense_heatmap, boxes = its queries' boxes around their centres",
+        paths={"cam_bev": "view_transform", "lidar_bev": "pts_middle_encoder", "fused_bev": "fusion_layer",
+               "head": "bbox_head"},
+        to_inputs=batch_to_bevfusion_inputs,
+        run=_run_bevfusion_transfusion,
+        head_outputs=transfusion_head_outputs,
+        feature_rows="x",
+        boxes=TRANSFUSION_BOXES,
     ),
 }
 
@@ -83,6 +117,11 @@ def centerhead_outputs(preds: Any, task_sizes: Sequence[int]) -> tuple[torch.Ten
     `preds[t][0]` is task t's dict at the first (only) level; heatmaps concatenate in task order, boxes
     stack reg(2), height(1), dim(3), rot(2) = (sin, cos), vel(2) per task, which is our layout.
     """
+    first = preds[0][0] if isinstance(preds, (list, tuple)) and preds and isinstance(preds[0], list) and preds[0] \
+        else None
+    if isinstance(first, Mapping) and "dense_heatmap" in first:
+        raise ConfigError("the tapped head returns TransFusionHead outputs (dense_heatmap, per-query boxes); use "
+                          "--tap-family bevfusion-transfusion")
     if not isinstance(preds, (list, tuple)) or len(preds) != len(task_sizes):
         got = len(preds) if isinstance(preds, (list, tuple)) else type(preds).__name__
         raise ConfigError(f"the tapped head returned {got} task outputs, the config's model.head.tasks has "
@@ -127,39 +166,24 @@ class TappedTeacher(nn.Module):
         self.paths = dict(paths) if paths is not None else dict(self.family.paths)
         self.tap = FeatureTap(model, self.paths)
         self.head = CenterHead(1, cfg.head, cfg.bev)
-        self.task_sizes = [len(t) for t in cfg.head.tasks]
+
+    @property
+    def box_source(self) -> str:
+        """What the store's `teacher.boxes` attribute records: "dense", or how the family made its boxes."""
+        return self.family.boxes
 
     def forward(self, batch: Batch) -> BEVOutputs:
         inputs, metas = self.family.to_inputs(batch)
         with self.tap:
             self.family.run(self.model, inputs, metas)
         got = self.tap.require(*TAP_NAMES)
-        heatmap, boxes = centerhead_outputs(got["head"], self.task_sizes)
-        out = BEVOutputs(cam_bev=got["cam_bev"], lidar_bev=got["lidar_bev"], fused_bev=got["fused_bev"],
-                         heatmap=heatmap, boxes=boxes)
-        self.check_shapes(out, batch.batch_size)
+        head = resolve_module(self.model, self.paths["head"].partition("#")[0])
+        heatmap, boxes = self.family.head_outputs(got["head"], head, self.cfg)
+        maps = {name: got[name] for name in ("cam_bev", "lidar_bev", "fused_bev")}
+        if self.family.feature_rows == "x":  # [B, C, X, Y] -> [B, C, Y, X]
+            maps = {name: m.transpose(-1, -2) if isinstance(m, torch.Tensor) else m for name, m in maps.items()}
+        out = BEVOutputs(**maps, heatmap=heatmap, boxes=boxes)
+        sources = {**self.paths, "heatmap": self.paths["head"], "boxes": self.paths["head"]}
+        check_teacher_outputs(out, self.cfg, batch.batch_size, sources=sources)
         return out
 
-    def check_shapes(self, out: BEVOutputs, batch_size: int) -> None:
-        """ConfigError unless every tapped map has the shape the simdistill config (and so the store) expects."""
-        h, w = self.cfg.bev.grid_size
-        ch = self.cfg.channels
-        n_cls, n_tasks = sum(self.task_sizes), len(self.task_sizes)
-        expected = {
-            "cam_bev": ((batch_size, ch.cam, h, w), "model.channels.cam"),
-            "lidar_bev": ((batch_size, ch.lidar, h, w), "model.channels.lidar"),
-            "fused_bev": ((batch_size, ch.fused, h, w), "model.channels.fused"),
-            "heatmap": ((batch_size, n_cls, h, w), "model.head.tasks"),
-            "boxes": ((batch_size, n_tasks, BOX_CODE_SIZE, h, w), "model.head.tasks"),
-        }
-        for name, (shape, key) in expected.items():
-            tensor = getattr(out, name)
-            if not isinstance(tensor, torch.Tensor):
-                raise ConfigError(f"tapped {name} ({self.paths.get(name, 'head')}) is a {type(tensor).__name__}, "
-                                  "not a tensor; tap a module that returns the BEV map")
-            if tuple(tensor.shape) != shape:
-                raise ConfigError(
-                    f"the teacher's {name} ({self.paths.get(name, self.paths['head'])}) is {list(tensor.shape)} but "
-                    f"the simdistill config expects {list(shape)}; set {key} / model.bev to the teacher's "
-                    "(BEV grid (H, W) comes from model.bev xbound/ybound)"
-                )

@@ -1,19 +1,23 @@
 """The teacher an export (or an online-teacher run) uses, and what the store records of it.
 
 `cfg.export.teacher` picks it: "simdistill" is a train-teacher checkpoint whose model config must equal
-`cfg.model`; "mmdet3d" is the detector of `cfg.export.teacher_config`, tapped (simdistill.interop). This
-module is the one place that choice is made.
+`cfg.model`; "mmdet3d" is the detector of `cfg.export.teacher_config`, tapped (simdistill.interop);
+"python" is whatever `torch.nn.Module` the factory `cfg.export.teacher_factory` builds
+(simdistill.interop.python_teacher, docs/own-teacher.md). This module is the one place that choice is made.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from simdistill.config import Config, config_to_dict, first_difference
+from simdistill.config import Config, config_to_dict, first_difference, validate
 from simdistill.errors import CheckpointError
+from simdistill.interop.python_teacher import factory_spec, load_python_teacher, python_teacher_identity
 from simdistill.models import build_model
 from simdistill.training.checkpoint import file_sha256, load_checkpoint
 
@@ -52,6 +56,8 @@ def load_teacher(cfg: Config, checkpoint: Path, *, device: str = "cpu") -> nn.Mo
         from simdistill.interop.mmdet3d_teacher import load_mmdet3d_teacher
 
         model = load_mmdet3d_teacher(cfg, checkpoint, device=device)
+    elif cfg.export.teacher == "python":
+        model = load_python_teacher(cfg, checkpoint)
     else:
         payload = check_teacher_checkpoint(cfg, checkpoint)
         model = build_model("teacher", cfg.model, (cfg.augment.final_height, cfg.augment.final_width))
@@ -63,13 +69,31 @@ def load_teacher(cfg: Config, checkpoint: Path, *, device: str = "cpu") -> nn.Mo
 
 
 def describe_teacher(cfg: Config, checkpoint: Path) -> dict[str, Any]:
-    """Check the teacher loads (a clear error before any worker starts) and return what the store records of it."""
+    """Check the teacher loads (a clear error before any worker starts) and return what the store records of it.
+
+    `boxes` says how the stored boxes were made: "dense" (a CenterHead's regression at every cell) or, for a
+    query-based head, how its queries were written into the grid (simdistill.interop.transfusion).
+    """
     checkpoint = Path(checkpoint)
-    load_teacher(cfg, checkpoint)  # config, weights (and for mmdet3d: tap paths, head tasks) are checked here
+    model = load_teacher(cfg, checkpoint)  # config, weights (mmdet3d: tap paths, head tasks; python: factory) checked
     if cfg.export.teacher == "mmdet3d":
         from simdistill.interop.mmdet3d_teacher import mmdet3d_teacher_identity
 
         identity = mmdet3d_teacher_identity(cfg, checkpoint)
+    elif cfg.export.teacher == "python":
+        identity = python_teacher_identity(cfg, checkpoint)
     else:
         identity = {"name": "simdistill-bevfusion", "checkpoint": str(checkpoint.resolve())}
-    return {**identity, "checkpoint_sha256": file_sha256(checkpoint), "config": config_to_dict(cfg.model)}
+    return {**identity, "boxes": str(getattr(model, "box_source", "dense")),
+            "checkpoint_sha256": file_sha256(checkpoint), "config": config_to_dict(cfg.model)}
+
+
+def with_teacher_factory(cfg: Config, factory: str | Callable[..., Any]) -> Config:
+    """A copy of `cfg` whose teacher is the python module `factory` builds (a spec string or a module-level
+    function; simdistill.interop.python_teacher), validated as a config is."""
+    cfg = copy.deepcopy(cfg)
+    cfg.export.teacher = "python"
+    cfg.export.teacher_factory = factory_spec(factory)
+    cfg.export.teacher_config, cfg.export.taps = "", ()
+    validate(cfg)
+    return cfg

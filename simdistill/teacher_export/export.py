@@ -26,7 +26,7 @@ from simdistill.feature_store.storage import local_root, probe_remote, store_url
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sources import DataSource, check_data_files, open_data_source
 from simdistill.pipeline.view_plan import ViewPlan, plan_views
-from simdistill.teacher.loader import describe_teacher
+from simdistill.teacher.loader import describe_teacher, with_teacher_factory
 from simdistill.teacher_export.task import run_export_task
 from simdistill.training.progress import TrainProgress
 
@@ -81,9 +81,17 @@ def _store_attrs(cfg: Config, teacher: dict[str, Any], source: DataSource, build
 
 
 def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | None = None,
-                   overwrite: bool = False, progress: bool = True) -> ExportReport:
+                   overwrite: bool = False, progress: bool = True,
+                   teacher_factory: str | Callable[..., Any] | None = None) -> ExportReport:
     """Export the teacher into the store at `out` (see the module docstring); everything a user can get wrong
-    (store location, teacher, dataroot files, scheduler) is checked before a worker starts or a chunk is written."""
+    (store location, teacher, dataroot files, scheduler) is checked before a worker starts or a chunk is written.
+
+    `teacher_factory` exports your own torch module instead of the config's teacher: a spec string
+    ("pkg.module:make_teacher", "path/to/file.py:make_teacher") or a module-level function, called as
+    factory(cfg.model, checkpoint) in every worker (docs/own-teacher.md); `cfg` itself is left unchanged.
+    """
+    if teacher_factory is not None:
+        cfg = with_teacher_factory(cfg, teacher_factory)
     location = store_url(out, cfg.storage_options)  # the store URL with its options, wherever it goes
     probe_remote(location, for_write=True)
     checkpoint = Path(checkpoint)
