@@ -12,7 +12,8 @@ Row sets (each row runs under every --protocols unless it names its own):
     factorial  on dev, first seed: baseline; the two-branch student with GT only (the architecture alone); full;
                full minus each term (leave-one-out); full without the GCM
     options    on dev, first seed: full with foreground-normalised IMD/MMD-F, with a zero-initialised GCM output,
-               without MMD-P's box term
+               without MMD-P's box term, with channel-standardised IMD/CMD/MMD-F (the teacher's σ_c from the
+               store), with the distillation weight decayed 1 → 0 and ramped up 0 → 1 over the LR warm-up
     verdict    on val, every --seeds: baseline and full
     released   on val, first seed, P1: the released code's student, whose lift reads LiDAR depth at training and at
                test (NOT camera-only), so the table shows what the paper's number includes
@@ -60,11 +61,15 @@ ROWS: dict[str, tuple[str, str, list[str], list[str]]] = {
     "full, foreground-normalised": ("simdistill", FULL, [], ["distill.feature_normalization=foreground"]),
     "full, GCM zero-init output": ("simdistill", FULL, [], ["model.gcm.zero_init_output=true"]),
     "full, no MMD-P box term": ("simdistill", FULL, [], ["distill.mmd_p_box_weight=0"]),
+    "full, channel-standardised": ("simdistill", FULL, [], ["distill.channel_standardization=true"]),
+    "full, distillation weight decayed": ("simdistill", FULL, [], ["distill.weight_schedule=decay"]),
+    "full, distillation ramped up": ("simdistill", FULL, [], ["distill.weight_schedule=ramp_up"]),
     report.RELEASED: ("simdistill", FULL, [], ["model.student_depth_input=true"]),
 }
 FACTORIAL = [report.BASELINE, report.FULL, report.ARCH_ONLY, *[f"full − {n}" for n in TERM_NAMES.values()],
              "full, no GCM"]
-OPTIONS = ["full, foreground-normalised", "full, GCM zero-init output", "full, no MMD-P box term"]
+OPTIONS = ["full, foreground-normalised", "full, GCM zero-init output", "full, no MMD-P box term",
+           "full, channel-standardised", "full, distillation weight decayed", "full, distillation ramped up"]
 
 
 def log(msg: str) -> None:

@@ -1,8 +1,9 @@
 """`simdistill` command line: thin Typer commands that parse, validate and call one function each.
 
 Every user error (`SimDistillError`) becomes a one-line message on stderr and exit code 2. The store's
-subcommands (`simdistill store info|verify|show`) live in `simdistill.cli_store`. Each command imports its stage
-inside the command, so that `simdistill --help` and a mistyped option answer without loading torch, zarr or Dask.
+subcommands (`simdistill store info|verify|show|stats`) live in `simdistill.cli_store`. Each command imports its
+stage inside the command, so that `simdistill --help` and a mistyped option answer without loading torch, zarr or
+Dask.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`simdistill store info|verify|show`: inspect and check a teacher feature store."""
+"""`simdistill store info|verify|show|stats`: inspect and check a teacher feature store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import typer
 from simdistill.cli_common import user_errors
 from simdistill.errors import SimDistillError, StoreError
 
-store_app = typer.Typer(help="Inspect and check a teacher feature store (info, verify, show).", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect and check a teacher feature store (info, verify, show, stats).",
+                        no_args_is_help=True)
 StoreArg = Annotated[str, typer.Argument(help="Store path or URL.")]
 
 
@@ -71,3 +72,15 @@ def store_show_cmd(
             typer.secho(f"warning: GT boxes not drawn ({exc})", err=True, fg=typer.colors.YELLOW)
     render_view_png(store, view, out, gt_boxes=gt)
     typer.echo(f"wrote {out}")
+
+
+@store_app.command("stats")
+@user_errors
+def store_stats_cmd(store: StoreArg) -> None:
+    """Compute the teacher's per-channel mean and std (cam/LiDAR/fused BEV) into the store's attributes, for
+    distill.channel_standardization; export-teacher does it when it finishes a store, this is for older stores."""
+    from simdistill.feature_store import channel_stats, write_channel_stats
+
+    stats = channel_stats(store)
+    write_channel_stats(store, stats)
+    typer.echo("\n".join([f"wrote channel_stats into {store}", *stats.summary_lines()]))

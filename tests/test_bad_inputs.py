@@ -70,6 +70,14 @@ class Ctx:
         return str(root)
 
     @cached_property
+    def store_without_stats(self) -> str:
+        """A complete store exported before the teacher's channel stats were kept."""
+        root = self.tmp / "no_stats.zarr"
+        shutil.copytree(self._store, root)
+        zarr.open_group(str(root), mode="r+").attrs.pop("channel_stats")
+        return str(root)
+
+    @cached_property
     def broken_world(self) -> Path:
         """The tiny world without one key-frame LiDAR file."""
         shutil.copytree(self.world, self.tmp / "world")
@@ -203,6 +211,12 @@ CASES: list[Case] = [
      ("view 99 is outside",), ("views 0..8",)),
     ("show-out-under-a-file", lambda c: ["store", "show", c.store, "--out", str(c.file / "v.png")],
      ("a_file",), ("choose another path",)),
+    ("stats-unfinished-store", lambda c: ["store", "stats", c.unfinished_store], ("1 of 9 views unfinished",),
+     ("re-running the same `simdistill export-teacher`",)),
+    ("stats-missing-store", lambda c: ["store", "stats", str(c.tmp / "nothing.zarr")], ("no feature store",),
+     ("export-teacher",)),
+    ("stats-store-locked", lambda c: ["store", "stats", c.locked_store], ("is being written by pid 1",),
+     ("wait for it or remove",)),
     # train-student
     ("student-torn-store", lambda c: train(c, "--store", c.damaged_store(""), *c.cfg()),
      ("unreadable metadata",), ("--overwrite",)),
@@ -217,6 +231,12 @@ CASES: list[Case] = [
     ("student-unknown-variant", lambda c: train(c, "--variant", "bogus", *c.cfg()), ("'bogus' is unknown",),
      ("use simdistill or baseline",)),
     ("student-losses-without-targets", lambda c: train(c, *c.cfg()), ("need teacher targets",), ("--store",)),
+    ("student-standardised-online-teacher", lambda c: train(c, "--online-teacher", str(c.teacher),
+                                                            *c.cfg("distill.channel_standardization=true")),
+     ("channel_standardization needs the teacher's channel statistics",), ("drop --online-teacher",)),
+    ("student-standardised-store-without-stats", lambda c: train(c, "--store", c.store_without_stats,
+                                                                 *c.cfg("distill.channel_standardization=true")),
+     ("cam_bev, lidar_bev, fused_bev, which store",), ("run `simdistill store stats",)),
     ("student-unreachable-scheduler", lambda c: train(c, "--store", c.store, "--scheduler", c.closed_scheduler,
                                                       *c.cfg()),
      ("cannot reach the Dask scheduler",), ("dask scheduler",)),

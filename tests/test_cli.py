@@ -42,7 +42,7 @@ def test_help_names_defaults_that_come_from_the_config(cmd, words):
 
 
 @pytest.mark.parametrize(("sub", "says"), [("info", "views done/total"), ("verify", "--reset-bad"),
-                                           ("show", "--view")])
+                                           ("show", "--view"), ("stats", "channel_standardization")])
 def test_store_subcommand_help(sub, says):
     result = runner.invoke(app, ["store", sub, "--help"])
     assert result.exit_code == 0

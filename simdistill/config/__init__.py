@@ -7,6 +7,7 @@ from simdistill.config.checks import (
     STORE_CONTENT,
     STUDENT_CONTENT,
     TEACHER_CONTENT,
+    WEIGHT_SCHEDULES,
     describe_difference,
     first_difference,
     flatten,
@@ -52,7 +53,7 @@ from simdistill.config.sections import (
 __all__ = [
     "BOX_CODE_SIZE", "CAMERA_NAMES", "CLASS_NAMES", "DEFAULT_CONFIG_NAME", "DEFAULT_TASKS", "DISTILL_LOSSES",
     "MACHINE_KEYS", "MODEL_KINDS", "PRETRAIN_CONTENT", "STORE_CONTENT", "STUDENT_CONTENT", "STUDENT_VARIANTS",
-    "TEACHER_CONTENT",
+    "TEACHER_CONTENT", "WEIGHT_SCHEDULES",
     "AugmentConfig", "BEVConfig", "BackboneConfig", "ChannelsConfig", "Config", "DataConfig", "DecoderConfig",
     "DistillConfig", "ExportConfig", "GCMConfig", "HeadConfig", "ModelConfig", "PretrainConfig", "StoreFormatConfig",
     "StudentTrainConfig", "TeacherTrainConfig", "TrainConfig", "WorldConfig",

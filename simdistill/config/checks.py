@@ -72,6 +72,10 @@ STORE_CONTENT: tuple[str, ...] = (
 """The parts of a config that determine what a feature store holds (the rest may differ between exports)."""
 
 
+WEIGHT_SCHEDULES: tuple[str, ...] = ("constant", "ramp_up", "decay")
+"""The values of `distill.weight_schedule` (`student_train.distill_step.distill_factor` computes each)."""
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
     out: dict[str, Any] = {}
@@ -152,6 +156,9 @@ def validate(cfg: Config) -> None:
     if cfg.distill.feature_normalization not in ("mean", "foreground"):
         raise ConfigError(f"distill.feature_normalization '{cfg.distill.feature_normalization}' is unknown; use mean "
                           "or foreground")
+    if cfg.distill.weight_schedule not in WEIGHT_SCHEDULES:
+        raise ConfigError(f"distill.weight_schedule '{cfg.distill.weight_schedule}' is unknown; use "
+                          f"{', '.join(WEIGHT_SCHEDULES)}")
     if cfg.student_train.loader not in ("dask", "direct", "memory"):
         raise ConfigError(f"student_train.loader '{cfg.student_train.loader}' is unknown; use dask, direct or memory")
     if cfg.student_train.loader_threads < 1:

@@ -278,6 +278,13 @@ class DistillConfig:
     mmd_p_heatmap_weight: float = 0.25
     mmd_p_box_weight: float = 0.25
     qfl_threshold: float = 0.1  # teacher cells above this count toward the QFL normaliser
+    # Divide IMD's, CMD's and MMD-F's squared errors per channel by the teacher's variance σ_c² (PKD-style: the
+    # teacher's channel stds differ 5-13×, so a plain MSE follows a few channels). σ_c comes from the store's
+    # `channel_stats` attribute (`simdistill store stats STORE`); needs --store, not an online teacher.
+    channel_standardization: bool = False
+    # A factor on every distillation term by training progress: constant (1), ramp_up (0 to 1 over the LR
+    # warm-up) or decay (1 to 0 over the run). The log keeps the unscaled terms and records distill_factor.
+    weight_schedule: str = "constant"
 
 
 @dataclass

@@ -2,9 +2,9 @@
 
 Schema in `schema.py`, codecs in `codecs.py`, creating and resuming a store in `create.py`, writing views in
 `writer.py` (with the storage transforms of `transforms.py` and the export lock of `lock.py`), reading in
-`reader.py`, read-ahead in `prefetch.py`, checks and summaries in `verify.py` / `info.py`, URLs and their storage
-options in `storage.py`. A library: it takes typed arguments (`StoreLayout`, `StoreFormatConfig`, `StoreURL`), never
-an experiment's whole config.
+`reader.py`, read-ahead in `prefetch.py`, checks and summaries in `verify.py` / `info.py`, the teacher's
+per-channel statistics in `stats.py`, URLs and their storage options in `storage.py`. A library: it takes typed
+arguments (`StoreLayout`, `StoreFormatConfig`, `StoreURL`), never an experiment's whole config.
 """
 
 from simdistill.feature_store.create import (
@@ -24,6 +24,7 @@ from simdistill.feature_store.schema import (
     StoreLayout,
     arrays_for_losses,
 )
+from simdistill.feature_store.stats import ChannelStats, channel_stats, read_channel_stats, write_channel_stats
 from simdistill.feature_store.storage import StoreLike, StoreURL, store_url
 from simdistill.feature_store.transforms import (
     TeacherView,
@@ -38,6 +39,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ArrayInfo",
     "ArraySpec",
+    "ChannelStats",
     "FeatureStoreReader",
     "FeatureStoreWriter",
     "StoreAttrs",
@@ -49,6 +51,7 @@ __all__ = [
     "TeacherView",
     "VerifyReport",
     "arrays_for_losses",
+    "channel_stats",
     "compact_boxes",
     "create_or_resume_store",
     "create_store",
@@ -56,9 +59,11 @@ __all__ = [
     "open_for_write",
     "open_store",
     "read_batch",
+    "read_channel_stats",
     "reset_bad_views",
     "store_info",
     "store_url",
     "stored_values",
     "verify_store",
+    "write_channel_stats",
 ]

@@ -1,7 +1,8 @@
 """`store_info`: what a store holds and how well it compresses.
 
 Ratios compare the bytes of an array's chunk files with the same values held raw, as float16 and
-as float32, over the views written so far (done views; sharded stores write whole shards).
+as float32, over the views written so far (done views; sharded stores write whole shards). The teacher's
+per-channel statistics (`stats.py`) are shown when the store holds them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from simdistill.feature_store.reader import open_store
 from simdistill.feature_store.schema import FEATURE_ARRAYS, SCHEMA
+from simdistill.feature_store.stats import ChannelStats, read_channel_stats
 from simdistill.feature_store.storage import StoreLike, chunk_bytes, store_bytes
 
 
@@ -45,6 +47,7 @@ class StoreInfo:
     codecs: dict[str, Any]
     bytes_total: int  # everything in the store, metadata included
     arrays: list[ArrayInfo] = field(default_factory=list)
+    channel_stats: ChannelStats | None = None  # the teacher's per-channel mean/std, if computed
 
     @property
     def feature_bits_per_value(self) -> float:
@@ -79,6 +82,10 @@ class StoreInfo:
             f"features {self.feature_bits_per_value:.2f} bits/value\n"
         )
         Console(file=out, width=110, color_system=None).print(table)
+        if self.channel_stats is None:
+            out.write("channel stats: none (`simdistill store stats STORE` computes them)\n")
+        else:
+            out.write("\n".join(self.channel_stats.summary_lines()) + "\n")
         return out.getvalue()
 
 
@@ -101,6 +108,7 @@ def store_info(url: StoreLike) -> StoreInfo:
         mode=a.get("codecs", {}).get("mode", "?"),
         codecs=a.get("codecs", {}),
         bytes_total=store_bytes(reader.group),
+        channel_stats=read_channel_stats(a),
     )
     for name in SCHEMA:
         if name not in reader.available:

@@ -26,6 +26,9 @@ from simdistill.feature_store.codecs import (
 )
 from simdistill.feature_store.schema import FEATURE_ARRAYS, view_shape
 
+FOREGROUND_MASKED: tuple[str, ...] = ("lidar_bev",)
+"""Arrays stored × (fg_mask > 0): CMD compares only foreground cells, so the rest is dropped (transform 1)."""
+
 
 @dataclass
 class TeacherView:
@@ -113,12 +116,14 @@ def prepare_view(
     fg = np.asarray(view.fg_mask, dtype=np.float32)
     values = {
         "cam_bev": view.cam_bev,
-        "lidar_bev": np.asarray(view.lidar_bev, dtype=np.float32) * (fg > 0)[None],
+        "lidar_bev": view.lidar_bev,
         "fused_bev": view.fused_bev,
         "heatmap": view.heatmap,
         "boxes": compact_boxes(view.boxes, view.centre_indices, view.centre_mask) if compact else view.boxes,
         "fg_mask": fg,
     }
+    for name in FOREGROUND_MASKED:
+        values[name] = np.asarray(values[name], dtype=np.float32) * (fg > 0)[None]
     out = {
         name: to_float16(
             np.asarray(x, dtype=np.float32),

@@ -25,19 +25,30 @@ from simdistill.models.center_loss import (
 __all__ = ["cmd_loss", "gt_loss", "imd_loss", "mmd_f_loss", "mmd_p_loss", "quality_focal_loss", "smooth_l1"]
 
 
-def _mse(student: torch.Tensor, teacher: torch.Tensor, what: str, fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+def _mse(student: torch.Tensor, teacher: torch.Tensor, what: str, fg_mask: torch.Tensor | None = None,
+         channel_std: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error per view, then over views; with `fg_mask` ([B, H, W] or [B, 1, H, W], soft) each cell's
     error is weighted by the mask and the view's sum divided by C * sum(M) (BEVDistill's foreground
-    normalisation), so the term is about the objects, not the 95 % of the grid that is background."""
+    normalisation), so the term is about the objects, not the 95 % of the grid that is background. With
+    `channel_std` σ [C] each channel's error is (s/σ_c - t/σ_c)², see `_standardized`."""
     same_shape(student, teacher, what)
     if student.dim() < 2:
         raise ValueError(f"{what}: expected [B, ...] maps, got {tuple(student.shape)}")
-    err = (student.float() - teacher.detach().float()).pow(2)
+    diff = student.float() - teacher.detach().float()
+    err = (diff if channel_std is None else _standardized(diff, channel_std, what)).pow(2)
     if fg_mask is None:
         return err.flatten(1).mean(dim=1).mean()
     m = _as_mask(fg_mask, student, what)  # [B, 1, H, W]
     per_view = (err * m).flatten(1).sum(1) / (m.flatten(1).sum(1).clamp(min=1.0) * student.shape[1])  # [B]
     return per_view.mean()
+
+
+def _standardized(diff: torch.Tensor, channel_std: torch.Tensor, what: str) -> torch.Tensor:
+    """diff [B, C, ...] / σ_c: the difference of the teacher-standardised maps, (s - μ_c)/σ_c - (t - μ_c)/σ_c (the
+    teacher's mean μ_c cancels), so every channel weighs alike however the teacher scales it (PKD)."""
+    if channel_std.dim() != 1 or channel_std.shape[0] != diff.shape[1]:
+        raise ValueError(f"{what}: channel_std {tuple(channel_std.shape)} must be [C] for maps {tuple(diff.shape)}")
+    return diff / channel_std.detach().float().view(1, -1, *([1] * (diff.dim() - 2)))
 
 
 def _as_mask(fg_mask: torch.Tensor, maps: torch.Tensor, what: str) -> torch.Tensor:
@@ -55,30 +66,35 @@ def _as_mask(fg_mask: torch.Tensor, maps: torch.Tensor, what: str) -> torch.Tens
 
 
 def imd_loss(student_cam_bev: torch.Tensor, teacher_cam_bev: torch.Tensor, *, weight: float = 1.0,
-             fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+             fg_mask: torch.Tensor | None = None, channel_std: torch.Tensor | None = None) -> torch.Tensor:
     """IMD = weight * MSE(student cam_bev, teacher cam_bev); both [B, C_cam, H, W]; mean per view, then over views
-    (foreground-normalised when `fg_mask` is given, see `_mse`)."""
-    return weight * _mse(student_cam_bev, teacher_cam_bev, "imd_loss", fg_mask)
+    (foreground-normalised when `fg_mask` is given, per channel standardised by the teacher's σ [C_cam] when
+    `channel_std` is, see `_mse`)."""
+    return weight * _mse(student_cam_bev, teacher_cam_bev, "imd_loss", fg_mask, channel_std)
 
 
 def mmd_f_loss(student_fused: torch.Tensor, teacher_fused: torch.Tensor, *, weight: float = 1.0,
-               fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+               fg_mask: torch.Tensor | None = None, channel_std: torch.Tensor | None = None) -> torch.Tensor:
     """MMD-F = weight * MSE(student fused_bev, teacher fused_bev); both [B, C_fused, H, W]; per view, then mean
-    (foreground-normalised when `fg_mask` is given, see `_mse`)."""
-    return weight * _mse(student_fused, teacher_fused, "mmd_f_loss", fg_mask)
+    (foreground-normalised when `fg_mask` is given, standardised by σ [C_fused] when `channel_std` is, see `_mse`)."""
+    return weight * _mse(student_fused, teacher_fused, "mmd_f_loss", fg_mask, channel_std)
 
 
 def cmd_loss(
-    student_lidar_bev: torch.Tensor, teacher_lidar_bev: torch.Tensor, fg_mask: torch.Tensor, *, weight: float = 100.0
+    student_lidar_bev: torch.Tensor, teacher_lidar_bev: torch.Tensor, fg_mask: torch.Tensor, *, weight: float = 100.0,
+    channel_std: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CMD = weight * MSE(M * s, M * t) over all C*H*W elements of each view, then mean over views.
 
     student_lidar_bev = adapt(sim_lidar_bev) and teacher_lidar_bev: [B, C_lidar, H, W];
-    fg_mask M: [B, H, W] or [B, 1, H, W] (soft; broadcast over channels; the teacher side is detached too).
+    fg_mask M: [B, H, W] or [B, 1, H, W] (soft; broadcast over channels; the teacher side is detached too);
+    channel_std σ [C_lidar] (optional): each channel's difference is divided by σ_c (the teacher's foreground std).
     """
     same_shape(student_lidar_bev, teacher_lidar_bev, "cmd_loss")
     m = _as_mask(fg_mask, student_lidar_bev, "cmd_loss")  # [B, 1, H, W]
     diff = m * student_lidar_bev.float() - m * teacher_lidar_bev.detach().float()
+    if channel_std is not None:
+        diff = _standardized(diff, channel_std, "cmd_loss")
     return weight * diff.pow(2).flatten(1).mean(dim=1).mean()
 
 

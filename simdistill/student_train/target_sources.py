@@ -14,12 +14,19 @@ import numpy as np
 import torch
 
 from simdistill.config import Config
-from simdistill.errors import StoreError
-from simdistill.feature_store import StoreLayout, TargetPrefetcher, open_store, read_batch, stored_values
+from simdistill.errors import ConfigError, StoreError
+from simdistill.feature_store import (
+    StoreLayout,
+    TargetPrefetcher,
+    open_store,
+    read_batch,
+    read_channel_stats,
+    stored_values,
+)
 from simdistill.feature_store.storage import store_url
 from simdistill.pipeline.sample import Batch
 from simdistill.pipeline.view_plan import ViewPlan
-from simdistill.student_train.distill_step import TeacherTargets
+from simdistill.student_train.distill_step import ChannelScales, TeacherTargets
 from simdistill.teacher.loader import load_teacher
 from simdistill.teacher.view_arrays import teacher_view_arrays
 
@@ -67,8 +74,19 @@ class StoreTargets:
         self.plan = ViewPlan(meta["aug"].astype(np.float32), meta["sample_index"].astype(np.int64),
                              int(reader.attrs["views_per_sample"]))
         self.teacher_sha256 = str(reader.attrs["teacher"]["checkpoint_sha256"])
+        self.channel_stats = read_channel_stats(reader.attrs)  # None for a store exported before they were kept
         if self.loader == "memory" and arrays:
             self.in_memory()  # before the first step, so no step waits for it
+
+    def channel_scales(self, arrays: list[str], device: torch.device) -> ChannelScales:
+        """The teacher's channel stds of `arrays` from the store's attributes (`distill.channel_standardization`)."""
+        have = self.channel_stats.arrays if self.channel_stats is not None else {}
+        missing = [a for a in arrays if a not in have]
+        if missing:
+            raise ConfigError(f"distill.channel_standardization needs the teacher's channel statistics of "
+                              f"{', '.join(missing)}, which store {self.url} lacks; run `simdistill store stats "
+                              f"{self.url}` (or set distill.channel_standardization=false)")
+        return ChannelScales.from_std({a: have[a].std for a in arrays}, device)
 
     def iterate(self, view_batches: list[list[int]], device: torch.device) -> Iterator[TeacherTargets]:
         """The targets of each batch of view ids, in order. For a CPU student the loader hands float32 over (its

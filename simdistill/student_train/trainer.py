@@ -26,6 +26,7 @@ from simdistill.student_train.distill_step import (
     TeacherTargets,
     arrays_needed,
     check_losses_for_variant,
+    standardized_arrays,
     student_terms,
 )
 from simdistill.student_train.target_sources import (
@@ -34,7 +35,7 @@ from simdistill.student_train.target_sources import (
     StoreTargets,
 )
 from simdistill.training.checkpoint import file_sha256
-from simdistill.training.fit import FitResult, RunSpec, StepHook, fit
+from simdistill.training.fit import FitResult, ProgressTerms, RunSpec, StepHook, fit
 from simdistill.training.prefetch_thread import prefetch
 from simdistill.training.runtime import distributed_rank, rank_device, resolve_device
 
@@ -91,12 +92,18 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
     if losses and not store and not online_teacher:
         raise ConfigError(f"losses {','.join(losses)} need teacher targets: pass --store STORE (from export-teacher), "
                           "--online-teacher CHECKPOINT, or --losses none for the GT-only student")
+    standardized = standardized_arrays(cfg.distill)  # their σ_c are read from the store (so none online)
+    if standardized and online_teacher:
+        raise ConfigError("distill.channel_standardization needs the teacher's channel statistics, which a store keeps "
+                          "and an online teacher has not; drop --online-teacher, or set "
+                          "distill.channel_standardization=false")
     rank, world = distributed_rank()
     device = rank_device(resolve_device(cfg.device), rank, world)
     source = open_data_source(cfg.data, "train")
     builder = ViewBuilder.for_config(source, cfg, train=True)
     targets, cached, identity = _targets(cfg, store=store, online_teacher=online_teacher, scheduler=scheduler,
                                          tokens=source.tokens, device=device)
+    scales = cached.channel_scales(standardized, device) if standardized else None
     plan = cached.plan if cached is not None else plan_views(cfg, builder)
     final_hw = (cfg.augment.final_height, cfg.augment.final_width)
     run = RunSpec(kind=sc.variant, cfg=cfg, train=sc, out_dir=Path(out_dir), final_name="student.pt",
@@ -104,6 +111,6 @@ def train_student(cfg: Config, *, out_dir: Path, store: str | None = None, onlin
                   shown_terms=tuple(k for k in TERM_KEYS if k in ("loss", "gt") or k in losses))
     steps = StudentSteps(builder, plan, targets, seed=cfg.seed, batch_size=sc.batch_size, rank=rank, world=world)
     return fit(run, make_model=lambda: build_model_to_train(sc.variant, cfg.model, final_hw), steps=steps,
-               terms=partial(student_terms, cfg=cfg), resume=resume, progress=progress, stop_after=stop_after,
-               hooks=hooks)
+               terms=ProgressTerms(partial(student_terms, cfg=cfg, scales=scales)), resume=resume, progress=progress,
+               stop_after=stop_after, hooks=hooks)
 

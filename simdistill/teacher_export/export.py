@@ -21,7 +21,15 @@ from distributed import as_completed
 
 from simdistill.cluster import connect, local_cluster, quiet_task, task_result
 from simdistill.config import Config, config_to_dict
-from simdistill.feature_store import StoreAttrs, StoreLayout, create_or_resume_store
+from simdistill.feature_store import (
+    StoreAttrs,
+    StoreLayout,
+    channel_stats,
+    create_or_resume_store,
+    open_store,
+    read_channel_stats,
+    write_channel_stats,
+)
 from simdistill.feature_store.storage import local_root, probe_remote, store_url
 from simdistill.pipeline.augment import AugParams, ViewBuilder
 from simdistill.pipeline.sources import DataSource, check_data_files, open_data_source
@@ -120,6 +128,9 @@ def export_teacher(cfg: Config, *, checkpoint: Path, out: str, scheduler: str | 
                            unit="view") as bar:
             stats = _run_tasks(client, run, plan=plan, tasks=tasks, log_dir=log_dir, bar=bar, skipped=skipped) \
                 if tasks else []
+    finished = open_store(location)  # every view is done here; the teacher's channel stats are kept beside them
+    if stats or read_channel_stats(finished.attrs) is None:
+        write_channel_stats(location, channel_stats(finished))
     wall = time.perf_counter() - t0
     return ExportReport(
         store=str(out), n_views=plan.n_views, exported=sum(int(s["views"]) for s in stats), skipped=skipped,

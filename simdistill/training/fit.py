@@ -5,10 +5,10 @@ with their teacher targets, if any) and the loss terms of a step.
 
 `fit` seeds, builds the model on the device (DDP under torchrun), makes AdamW and the one-cycle schedule,
 resumes exactly from `out_dir/last.pt` when the run's content is unchanged, and then steps: forward, the named
-loss terms (`terms(...)["loss"]` is what is minimised), backward, gradient clipping, a JSONL record per step
-with every term, a progress bar, `last.pt` every `checkpoint_every` steps and at the end, and the final
-checkpoint once every step is done. Epoch order and augmentation are pure functions of (seed, epoch), so a
-resumed run continues on exactly the batches it would have seen.
+loss terms (`terms(...)["loss"]` is what is minimised; `ProgressTerms` also get the run's progress), backward,
+gradient clipping, a JSONL record per step with every term, a progress bar, `last.pt` every `checkpoint_every`
+steps and at the end, and the final checkpoint once every step is done. Epoch order and augmentation are pure
+functions of (seed, epoch), so a resumed run continues on exactly the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ from simdistill.training.runtime import (
 
 TermsFn = Callable[[nn.Module, Batch, Any], dict[str, torch.Tensor]]
 """(model, batch, targets) -> named loss terms; "loss" is the sum that is minimised."""
+
+
+@dataclass(frozen=True)
+class ProgressTerms:
+    """Loss terms whose weights follow the run's progress (the student's `distill.weight_schedule`): `fit` calls
+    `fn(model, batch, targets, progress=p)`, p = steps done before this one / total steps, in [0, 1). A plain
+    `TermsFn` is called without it, so the teacher's and the pretraining's terms know nothing of schedules."""
+
+    fn: Callable[..., dict[str, torch.Tensor]]
 
 
 class StepSource(Protocol):
@@ -106,6 +115,7 @@ class _Loop:
         tc = run.train
         self.optimizer = make_optimizer(model, lr=tc.lr, weight_decay=tc.weight_decay)
         self.lr_schedule = make_lr_schedule(self.optimizer, lr=tc.lr, total_steps=total_steps)
+        self.total_steps = total_steps
         self.step = 0
         self.log: JsonlLog | None = None
         self.last_terms: dict[str, float] = {}
@@ -137,8 +147,11 @@ class _Loop:
             norms[f"grad_norm/{name}"] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
         return norms
 
-    def train_step(self, batch: Batch, targets: Any, terms_fn: TermsFn) -> dict[str, float]:
-        terms = terms_fn(self.train_model, batch, targets)
+    def train_step(self, batch: Batch, targets: Any, terms_fn: TermsFn | ProgressTerms) -> dict[str, float]:
+        if isinstance(terms_fn, ProgressTerms):
+            terms = terms_fn.fn(self.train_model, batch, targets, progress=self.step / self.total_steps)
+        else:
+            terms = terms_fn(self.train_model, batch, targets)
         every = self.run.train.grad_norms_every
         diagnostics = self.term_grad_norms(terms) if every and (self.step + 1) % every == 0 else {}
         self.optimizer.zero_grad(set_to_none=True)
@@ -163,7 +176,7 @@ class _Loop:
             self.save("last.pt")
 
 
-def fit(run: RunSpec, *, make_model: Callable[[], nn.Module], steps: StepSource, terms: TermsFn,
+def fit(run: RunSpec, *, make_model: Callable[[], nn.Module], steps: StepSource, terms: TermsFn | ProgressTerms,
         resume: bool = True, progress: bool = True, stop_after: int | None = None,
         hooks: Sequence[StepHook] = ()) -> FitResult:
     """Train (or resume) one run; see the module docstring. `stop_after` ends after that many steps, as a

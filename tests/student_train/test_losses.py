@@ -227,3 +227,33 @@ def test_foreground_normalised_feature_losses_by_hand() -> None:
     assert float(imd_loss(student, teacher)) > 5 * expected  # the plain mean is mostly background
     empty = torch.zeros(2, 2, 2)
     assert float(imd_loss(student, teacher, fg_mask=empty)) == 0.0  # no objects: nothing to distill, no NaN
+
+
+def test_channel_standardised_feature_losses_by_hand() -> None:
+    """Each channel's squared error divided by σ_c²; with the foreground mask too; CMD on its masked difference."""
+    student = torch.zeros(1, 2, 1, 2)
+    teacher = torch.tensor([[[[2.0, 4.0]], [[1.0, 1.0]]]])  # channel 0 large, channel 1 small
+    std = torch.tensor([2.0, 0.5])
+    # (2/2)², (4/2)², (1/0.5)², (1/0.5)² = 1, 4, 4, 4 -> mean 3.25
+    assert math.isclose(float(imd_loss(student, teacher, channel_std=std)), 3.25, rel_tol=1e-6)
+    assert math.isclose(float(mmd_f_loss(student, teacher, weight=3.0, channel_std=std)), 9.75, rel_tol=1e-6)
+    mask = torch.tensor([[[1.0, 0.0]]])  # only cell 0: (1 + 4) / (C=2 * 1)
+    assert math.isclose(float(imd_loss(student, teacher, fg_mask=mask, channel_std=std)), 2.5, rel_tol=1e-6)
+    soft = torch.tensor([[[0.5, 0.0]]])  # CMD: (0.5·2/2)², 0, (0.5·1/0.5)², 0 over 4 elements, × weight 10
+    assert math.isclose(float(cmd_loss(student, teacher, soft, weight=10.0, channel_std=std)), 10 * (0.25 + 1) / 4,
+                        rel_tol=1e-6)
+    assert float(imd_loss(student, teacher)) == pytest.approx((4 + 16 + 1 + 1) / 4)  # unstandardised differs
+
+
+def test_unit_channel_std_is_the_plain_loss() -> None:
+    """σ = 1 (and the teacher's mean, which cancels) leaves every standardised term equal to the plain one."""
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 3, 4, 5, generator=gen), torch.randn(2, 3, 4, 5, generator=gen) * 7
+    mask = torch.rand(2, 4, 5, generator=gen)
+    one = torch.ones(3)
+    assert torch.equal(imd_loss(s, t, channel_std=one), imd_loss(s, t))
+    assert torch.equal(imd_loss(s, t, fg_mask=mask, channel_std=one), imd_loss(s, t, fg_mask=mask))
+    assert torch.equal(mmd_f_loss(s, t, weight=2.0, channel_std=one), mmd_f_loss(s, t, weight=2.0))
+    assert torch.equal(cmd_loss(s, t, mask, channel_std=one), cmd_loss(s, t, mask))
+    with pytest.raises(ValueError, match=r"channel_std \(4,\).*\(2, 3, 4, 5\)"):
+        imd_loss(s, t, channel_std=torch.ones(4))

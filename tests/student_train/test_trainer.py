@@ -18,7 +18,9 @@ from conftest import TINY_CONFIG, make_tiny_config, tiny_overrides
 from typer.testing import CliRunner
 
 from simdistill.cli import app
+from simdistill.config import load_config
 from simdistill.errors import CheckpointError, ConfigError, StoreError
+from simdistill.feature_store import open_store, read_channel_stats
 from simdistill.models import build_model
 from simdistill.pipeline.augment import ViewBuilder
 from simdistill.pipeline.sources import open_data_source
@@ -219,3 +221,34 @@ def test_resume_rule_machine_settings_may_change_the_run_may_not(tiny_world, tin
     result = runner.invoke(app, ["train-student", "--out", str(out), "--store", tiny_store, "--losses", "imd",
                                  "--no-evaluate", *_cli(tiny_world, [])])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "distill.losses" in result.output
+
+
+def test_channel_standardisation_is_refused_with_an_online_teacher(tmp_path):
+    """Checked before any data or teacher is opened; through the CLI it is one line, exit 2."""
+    cfg = load_config(TINY_CONFIG, ["distill.channel_standardization=true"])
+    with pytest.raises(ConfigError, match="channel_standardization.*drop --online-teacher"):
+        train_student(cfg, out_dir=tmp_path / "r", online_teacher=tmp_path / "none.pt", progress=False)
+    result = runner.invoke(app, ["train-student", "--out", str(tmp_path / "r"), "--online-teacher",
+                                 str(tmp_path / "none.pt"), "--config", str(TINY_CONFIG),
+                                 "--set", "distill.channel_standardization=true"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+
+
+def test_standardised_decayed_run_from_the_exported_store(tiny_world, tiny_store, tmp_path):
+    """export-teacher kept the teacher's channel stats; a run reads them, and logs the unscaled terms and the
+    factor of its schedule (1 - step / total) while minimising gt + depth + factor × distillation."""
+    stats = read_channel_stats(open_store(tiny_store).attrs)
+    assert stats is not None and stats.views == stats.of_views == open_store(tiny_store).n_views
+    assert stats.arrays["lidar_bev"].foreground_only and not stats.arrays["cam_bev"].foreground_only
+    cfg = make_tiny_config(tiny_world, ["distill.channel_standardization=true", "distill.weight_schedule=decay"])
+    result = train_student(cfg, out_dir=tmp_path / "run", store=tiny_store, progress=False, stop_after=3)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["distill_factor"] for r in log] == pytest.approx([1 - s / result.total_steps for s in range(3)])
+    for r in log:
+        distill = sum(r[k] for k in ALL_LOSSES)
+        assert distill > 0 and r["loss"] == pytest.approx(r["gt"] + r["depth"] + r["distill_factor"] * distill,
+                                                          rel=1e-5)
+    plain = train_student(make_tiny_config(tiny_world, ["distill.weight_schedule=decay"]), out_dir=tmp_path / "plain",
+                          store=tiny_store, progress=False, stop_after=1)
+    assert plain.last_terms["gt"] == log[0]["gt"]  # the same first step, GT untouched by the options
+    assert plain.last_terms["imd"] != pytest.approx(log[0]["imd"], rel=1e-3)  # standardisation changed IMD

@@ -169,3 +169,20 @@ def test_verify_reset_bad_then_export_rewrites_only_the_bad_views(tiny_world, ti
     assert verify.exit_code == 0 and "all done views verified" in verify.output, verify.output
     a, b = open_store(str(store)), open_store(tiny_store)
     np.testing.assert_array_equal(a.read_view(3, ["cam_bev"])["cam_bev"], b.read_view(3, ["cam_bev"])["cam_bev"])
+
+
+def test_export_keeps_the_teacher_channel_stats(tiny_world, tiny_teacher, tiny_store, tmp_path):
+    """A finished export holds its channel stats; re-running the export over a store made before they were kept
+    (nothing left to export) adds them, equal to what `simdistill store stats` computes."""
+    from simdistill.feature_store import channel_stats, read_channel_stats
+    from simdistill.teacher_export.export import export_teacher
+
+    kept = read_channel_stats(open_store(tiny_store).attrs)
+    assert kept is not None and set(kept.arrays) == {"cam_bev", "lidar_bev", "fused_bev"}
+    old = tmp_path / "old.zarr"
+    shutil.copytree(tiny_store, old)
+    zarr.open_group(str(old), mode="r+").attrs.pop("channel_stats")
+    assert read_channel_stats(open_store(str(old)).attrs) is None
+    report = export_teacher(make_tiny_config(tiny_world), checkpoint=tiny_teacher, out=str(old), progress=False)
+    assert report.exported == 0
+    assert read_channel_stats(open_store(str(old)).attrs) == kept == channel_stats(str(old))
