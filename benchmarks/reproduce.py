@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -229,6 +230,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--protocols", default="P2,P1", help="comma list of P1, P2 (default P2,P1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser.add_argument("--only", default="", help="train only the rows whose label matches this regular "
+                        "expression (e.g. 'decayed|standardised'); the report still merges every finished row")
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at the same time, one thread each")
     parser.add_argument("--report-only", action="store_true", help="train nothing; rewrite the report from the "
                         "finished rows")
@@ -241,6 +244,10 @@ def parse_args() -> argparse.Namespace:
         if unknown:
             raise SystemExit(f"error: {what}: unknown {unknown[0]!r}; choose from {', '.join(allowed)}")
     args.row_sets, args.protocol_list = sets, protocols
+    try:
+        re.compile(args.only)
+    except re.error as exc:
+        raise SystemExit(f"error: --only {args.only!r} is not a regular expression ({exc}); e.g. 'decayed|standardised'")
     from simdistill.config import resolve_config
 
     if args.smoke:
@@ -261,7 +268,8 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     overrides, teacher, store, teacher_metrics = prepare(args.config, args.workdir, list(args.overrides))
-    chosen = [r for which in args.row_sets for r in rows(which, args.seeds, args.protocol_list)]
+    chosen = [r for which in args.row_sets for r in rows(which, args.seeds, args.protocol_list)
+              if re.search(args.only, r["row"])]
     if args.smoke:
         chosen = rows("factorial", args.seeds, ["P2"])[:2] + rows("verdict", args.seeds, ["P1"]) + \
             rows("released", args.seeds, ["P1"])

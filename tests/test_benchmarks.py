@@ -140,6 +140,24 @@ def test_reproduce_smoke(tmp_path: Path) -> None:
     assert again["runs"] == 5 and again["total_seconds_this_invocation"] < figures["total_seconds_this_invocation"]
 
 
+def test_reproduce_never_mixes_rows_trained_with_other_settings(tmp_path: Path, monkeypatch) -> None:
+    """A finished row is reused only with the settings it was trained with (the thread count aside); a bad --only
+    is one error line before anything runs."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import reproduce
+
+    same = ["--config", "c.yaml", "--set", "seed=0", "--set", "threads=1"]
+    reproduce.check_same_settings("P1 dev full (seed 0)", same[:-1] + ["threads=2"], same, tmp_path)
+    reproduce.check_same_settings("P1 dev full (seed 0)", None, same, tmp_path)  # rows from before settings were kept
+    with pytest.raises(SystemExit, match="other settings .*student_train.epochs=30"):
+        reproduce.check_same_settings("P1 dev full (seed 0)", same + ["--set", "student_train.epochs=10"],
+                                      same + ["--set", "student_train.epochs=30"], tmp_path)
+    bad = subprocess.run([sys.executable, str(BENCHMARKS / "reproduce.py"), "--only", "(", "--workdir",
+                          str(tmp_path / "w")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode != 0 and "--only '(' is not a regular expression" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "w").exists()
+
+
 def test_tap_overhead_smoke(bench_workdir: Path) -> None:
     pytest.importorskip("mmdet3d.registry", reason="needs the mmdet3d extra (scripts/install_mmdet3d.sh)")
     figures = run_smoke("tap_overhead.py", "--workdir", str(bench_workdir))
